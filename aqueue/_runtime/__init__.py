@@ -1,0 +1,1 @@
+"""The worker's services: scheduler, executor, completer, notifier, heartbeat, maintenance."""

@@ -1,0 +1,92 @@
+"""Executor: decode a claimed job's payload and run its handler; report an Outcome. It never
+touches SQL; the completer persists what it reports."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import traceback
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from .._store.records import ClaimedJob
+from ..backoff import retry_delay_s
+from ..config import FAILURE_INFO_MAX_CHARS
+from ..registry import Registry
+
+log = logging.getLogger("aqueue.worker")
+
+TRUNCATED_MARKER = "\n[... failure_info truncated by aqueue ...]\n"
+
+
+class Verdict(enum.Enum):
+    COMPLETE = "complete"  # the handler returned
+    FAIL = "fail"  # the attempt failed: error with backoff, or failed when out of tries/final
+    RETRY = "retry"  # hand the job back without counting the attempt (worker stopping)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job: ClaimedJob
+    verdict: Verdict
+    delay_s: float = 0.0
+    failure_info: str = ""
+    final: bool = False
+
+
+def format_failure(exc: BaseException, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
+    """Class, message and traceback of ``exc``, bounded to ``limit`` characters (the middle is
+    cut, so the exception line and the innermost frames survive)."""
+    text = "".join(traceback.format_exception(exc))
+    return bound_text(text, limit)
+
+
+def bound_text(text: str, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    keep = max(limit - len(TRUNCATED_MARKER), 0)
+    head = keep // 2
+    return text[:head] + TRUNCATED_MARKER + text[len(text) - (keep - head) :]
+
+
+class Executor:
+    def __init__(self, registry: Registry, rng: random.Random | None = None) -> None:
+        self._registry = registry
+        self._rng = rng or random.Random()
+
+    async def execute(self, job: ClaimedJob) -> Outcome:
+        """Run one attempt. Any ``Exception`` from the handler is a failed attempt; a
+        cancellation propagates (the worker decides what a cancelled attempt means)."""
+        job_type = self._registry.get(job.job_type)
+        if job_type is None:  # claims filter by registered types; defensive only
+            return Outcome(
+                job, Verdict.FAIL, failure_info=f"no handler for {job.job_type!r}", final=True
+            )
+        try:
+            payload = job_type.payload.FromString(job.payload)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            info = bound_text(
+                f"PayloadDecodeError: the payload ({len(job.payload)} bytes) does not decode as "
+                f"{job_type.payload.DESCRIPTOR.full_name}: {exc}\n"
+                "Retrying cannot help; the job was failed at once."
+            )
+            log.warning("fail: job %d (%s) has an undecodable payload", job.id, job.job_type)
+            return Outcome(job, Verdict.FAIL, failure_info=info, final=True)
+        try:
+            await job_type.handler(payload)
+        except Exception as exc:
+            final = job.attempt >= job.max_tries
+            log.info(
+                "fail: job %d (%s) attempt %d/%d raised %s%s",
+                job.id,
+                job.job_type,
+                job.attempt,
+                job.max_tries,
+                type(exc).__name__,
+                "; out of tries" if final else "; will retry",
+            )
+            delay = 0.0 if final else retry_delay_s(job.attempt, self._rng)
+            return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=format_failure(exc))
+        return Outcome(job, Verdict.COMPLETE)

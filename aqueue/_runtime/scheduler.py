@@ -1,0 +1,115 @@
+"""Scheduler: decides when to claim and how many. It claims at most the free slots, then
+sleeps until a NOTIFY, a freed slot, the next job's due time (database clock) or the safety
+poll, whichever comes first."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import anyio
+
+from .._store.records import ClaimedJob
+from .._store.store import Store
+from ..config import WorkerSettings
+from ..errors import DatabaseError
+from .logs import Throttled
+
+log = logging.getLogger("aqueue.worker")
+
+# When jobs are due but another worker holds their row locks (SKIP LOCKED skipped them), look
+# again soon, backing off while that lasts.
+LOCKED_RETRY_MIN_S = 0.02
+ERROR_BACKOFF_MAX_S = 5.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        settings: WorkerSettings,
+        job_types: Sequence[str],
+        worker_id: str,
+        free_slots: Callable[[], int],
+        start_job: Callable[[ClaimedJob], None],
+        on_change: Callable[[], None],
+        *,
+        exit_when_idle: bool = False,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._job_types = list(job_types)
+        self._worker_id = worker_id
+        self._free_slots = free_slots
+        self._start_job = start_job
+        self._on_change = on_change
+        self._exit_when_idle = exit_when_idle
+        self._wake = anyio.Event()
+        self._stopping = False
+        self._throttled = Throttled(log)
+        self.claims = 0
+        self.claimed = 0
+        self.sleeping = False  # waiting with nothing due that it could take
+
+    def wake(self) -> None:
+        """Look at the table again now (a NOTIFY arrived or a slot freed up)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` returns promptly."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        settings = self._settings
+        queues = settings.queues
+        locked_wait = LOCKED_RETRY_MIN_S
+        error_wait = 0.05
+        while not self._stopping:
+            # A fresh event before looking: a wake-up that lands while we claim is kept.
+            self._wake = anyio.Event()
+            free = self._free_slots()
+            timeout: float | None
+            try:
+                if free <= 0:
+                    timeout = None  # a finished job wakes us
+                else:
+                    jobs = await self._store.claim(
+                        free, self._job_types, queues, self._worker_id, settings.lease_s
+                    )
+                    self.claims += 1
+                    self.claimed += len(jobs)
+                    for job in jobs:
+                        self._start_job(job)
+                    if len(jobs) == free:
+                        continue  # maybe more are due: claim again if slots are left
+                    if self._exit_when_idle:
+                        if not jobs and free == settings.concurrency:
+                            return  # drain: nothing running and nothing due
+                        timeout = None  # drain: wait for a running job to finish
+                    else:
+                        timeout, locked_wait = await self._sleep_for(locked_wait)
+                error_wait = 0.05
+            except DatabaseError as exc:
+                if self._exit_when_idle:
+                    raise
+                self._throttled.warning("claim: %s; retrying in %.2f s", exc, error_wait)
+                timeout = error_wait
+                error_wait = min(error_wait * 2, ERROR_BACKOFF_MAX_S)
+            self.sleeping = True
+            self._on_change()
+            try:
+                with anyio.move_on_after(timeout):
+                    await self._wake.wait()
+            finally:
+                self.sleeping = False
+
+    async def _sleep_for(self, locked_wait: float) -> tuple[float, float]:
+        """How long to sleep after a claim that left slots free, and the next locked_wait."""
+        poll = self._settings.poll_interval_s
+        due_in = await self._store.next_due(self._job_types, self._settings.queues)
+        if due_in is None:
+            return poll, LOCKED_RETRY_MIN_S
+        if due_in > 0:
+            return min(due_in, poll), LOCKED_RETRY_MIN_S
+        return locked_wait, min(locked_wait * 2, poll)

@@ -1,0 +1,296 @@
+"""Worker: wires the services together under one task group and owns the running jobs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .._store.records import ClaimedJob
+from .._store.store import Store
+from ..config import WorkerSettings
+from ..registry import Registry
+from .completer import Completer
+from .executor import Executor, Outcome, Verdict
+from .heartbeat import Heartbeat
+from .maintenance import Maintenance
+from .notifier import Notifier
+from .scheduler import Scheduler
+
+log = logging.getLogger("aqueue.worker")
+
+COMPLETER_FLUSH_TIMEOUT_S = 10.0
+
+
+def new_worker_id() -> str:
+    """Unique per process start: host, pid and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """A snapshot of one worker's counters since it started.
+
+    ``claimed``: attempts started. ``running``: handlers running now. ``completed``,
+    ``errored`` (failed, will retry), ``failed`` (failed for good), ``retried`` (handed back
+    at shutdown, attempt not counted), ``stale`` (finished after losing the lease; nothing
+    written): outcomes persisted. ``rescued``: expired leases this worker returned to the
+    queue (any worker's). ``claims``: claim statements run. ``notifications``: NOTIFYs seen.
+    ``listening``: the LISTEN connection is up. ``sleeping``: the scheduler is waiting.
+    """
+
+    claimed: int
+    running: int
+    completed: int
+    errored: int
+    failed: int
+    retried: int
+    stale: int
+    rescued: int
+    claims: int
+    notifications: int
+    listening: bool
+    sleeping: bool
+
+    @property
+    def processed(self) -> int:
+        """Outcomes persisted: completed + errored + failed + retried + stale."""
+        return self.completed + self.errored + self.failed + self.retried + self.stale
+
+
+@dataclass(slots=True)
+class _Running:
+    job: ClaimedJob
+    scope: anyio.CancelScope
+    cancel_reason: str | None = None
+
+
+class Worker:
+    """A running worker, as yielded by :meth:`aqueue.App.worker`.
+
+    Use :meth:`statistics` to look and the ``wait_*`` methods to await a condition (tests
+    should never sleep), and :meth:`stop` to ask it to shut down.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: WorkerSettings,
+        *,
+        listen: bool = True,
+        exit_when_idle: bool = False,
+    ) -> None:
+        self.worker_id = new_worker_id()
+        self.settings = settings
+        self._store = store
+        self._listen = listen
+        self._running: dict[int, _Running] = {}
+        self._changed = anyio.Event()
+        self._stopped = anyio.Event()
+        self._hard_stop = anyio.Event()
+        self._stopping = False
+        self._counts = dict.fromkeys(
+            ("completed", "error", "failed", "retried", "stale", "rescued"), 0
+        )
+        self._jobs_tg: anyio.abc.TaskGroup | None = None
+        self._outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](math.inf)
+        self._executor = Executor(registry)
+        self._scheduler = Scheduler(
+            store,
+            settings,
+            registry.names(),
+            self.worker_id,
+            self._free_slots,
+            self._start_job,
+            self._signal_change,
+            exit_when_idle=exit_when_idle,
+        )
+        self._notifier = Notifier(store, settings.queues, self._scheduler.wake)
+        self._completer = Completer(store, self.worker_id, outcome_receive, self._persisted)
+        self._heartbeat = Heartbeat(
+            store,
+            self.worker_id,
+            settings.lease_s,
+            settings.heartbeat_s,
+            self._held_leases,
+            self._leases_lost,
+        )
+        self._maintenance = Maintenance(store, settings.maintenance_interval_s, self._rescued)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def statistics(self) -> WorkerStatistics:
+        c = self._counts
+        return WorkerStatistics(
+            claimed=self._scheduler.claimed,
+            running=len(self._running),
+            completed=c["completed"],
+            errored=c["error"],
+            failed=c["failed"],
+            retried=c["retried"],
+            stale=c["stale"],
+            rescued=c["rescued"],
+            claims=self._scheduler.claims,
+            notifications=self._notifier.notifications,
+            listening=self._notifier.listening,
+            sleeping=self._scheduler.sleeping,
+        )
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop claiming now. Graceful: running handlers get ``shutdown_timeout_s`` to finish.
+        Not graceful (or a second call): cancel them now. Either way, cancelled attempts are
+        handed back to the queue without counting against ``max_tries``."""
+        if not graceful or self._stopping:
+            self._hard_stop.set()
+        self._stopping = True
+        self._scheduler.stop()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (or the worker ended)."""
+        return self._stopping or self._stopped.is_set()
+
+    async def wait_ready(self) -> None:
+        """Wait until the worker listens for notifications and has looked at the table once."""
+        await self._wait_until(
+            lambda: self._scheduler.sleeping and (self._notifier.listening or not self._listen)
+        )
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is running, every outcome is persisted and the scheduler sleeps."""
+        await self._wait_until(
+            lambda: (
+                self._scheduler.sleeping
+                and not self._running
+                and self.statistics().processed >= self._scheduler.claimed
+            )
+        )
+
+    async def wait_processed(self, count: int) -> None:
+        """Wait until at least ``count`` outcomes have been persisted."""
+        await self._wait_until(lambda: self.statistics().processed >= count)
+
+    async def wait_stopped(self) -> None:
+        """Wait until the worker has shut down."""
+        await self._stopped.wait()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop` (or, in drain mode, until nothing is due and running)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._completer.run)
+                try:
+                    async with anyio.create_task_group() as services:
+                        if self._listen:
+                            await services.start(self._notifier.run)
+                        services.start_soon(self._maintenance.run)
+                        services.start_soon(self._heartbeat.run)
+                        try:
+                            async with anyio.create_task_group() as jobs:
+                                self._jobs_tg = jobs
+                                task_status.started()
+                                await self._scheduler.run()
+                                await self._shutdown_running()
+                        finally:
+                            services.cancel_scope.cancel()
+                finally:
+                    # Every job task has ended: no more outcomes. The completer drains the
+                    # rest; leases of anything it cannot write expire and get rescued.
+                    self._outcome_send.close()
+                    tg.cancel_scope.deadline = anyio.current_time() + COMPLETER_FLUSH_TIMEOUT_S
+        finally:
+            self._stopped.set()
+            self._signal_change()
+
+    async def _shutdown_running(self) -> None:
+        if self._running:
+            log.info(
+                "stop: waiting up to %.1f s for %d running job(s)",
+                self.settings.shutdown_timeout_s,
+                len(self._running),
+            )
+            with anyio.move_on_after(self.settings.shutdown_timeout_s):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._wait_until, lambda: not self._running)
+                    await self._hard_stop.wait()
+                    tg.cancel_scope.cancel()
+        for entry in list(self._running.values()):
+            entry.cancel_reason = "shutdown"
+            entry.scope.cancel()
+        if self._running:
+            log.warning(
+                "stop: cancelled %d job(s) still running; they go back to the queue",
+                len(self._running),
+            )
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        return self.settings.concurrency - len(self._running)
+
+    def _start_job(self, job: ClaimedJob) -> None:
+        assert self._jobs_tg is not None
+        entry = _Running(job, anyio.CancelScope())
+        self._running[job.id] = entry
+        self._jobs_tg.start_soon(self._run_job, entry, name=f"aqueue job {job.id}")
+
+    async def _run_job(self, entry: _Running) -> None:
+        job = entry.job
+        outcome: Outcome | None = None
+        try:
+            with entry.scope:
+                outcome = await self._executor.execute(job)
+            # Cancelled for a lost lease: the row is another attempt's now; write nothing.
+            if entry.scope.cancelled_caught and entry.cancel_reason == "shutdown":
+                outcome = Outcome(job, Verdict.RETRY)
+        finally:
+            del self._running[job.id]
+            if outcome is not None:
+                self._outcome_send.send_nowait(outcome)
+            self._scheduler.wake()
+            self._signal_change()
+
+    def _held_leases(self) -> list[tuple[int, int]]:
+        return [(e.job.id, e.job.attempt) for e in self._running.values()]
+
+    def _leases_lost(self, lost: list[tuple[int, int]]) -> None:
+        for job_id, attempt in lost:
+            entry = self._running.get(job_id)
+            if entry is not None and entry.job.attempt == attempt:
+                log.warning(
+                    "heartbeat: lost the lease of job %d (attempt %d); cancelling it",
+                    job_id,
+                    attempt,
+                )
+                entry.cancel_reason = "lease lost"
+                entry.scope.cancel()
+                self._counts["stale"] += 1
+
+    def _persisted(self, counts: dict[str, int]) -> None:
+        for key, value in counts.items():
+            self._counts[key] += value
+        self._signal_change()
+
+    def _rescued(self, rescued: dict[int, str]) -> None:
+        self._counts["rescued"] += len(rescued)
+        self._signal_change()
+
+    # -- conditions -----------------------------------------------------------------------
+
+    def _signal_change(self) -> None:
+        event, self._changed = self._changed, anyio.Event()
+        event.set()
+
+    async def _wait_until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self._changed.wait()

@@ -1,0 +1,229 @@
+"""Store: the only code that runs SQL. One typed method per statement file; driver errors
+become :class:`aqueue.errors.DatabaseError` here and nowhere else."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import asyncpg
+import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..errors import DatabaseError
+from . import sql
+from .connections import fetch_column_on
+from .records import ClaimedJob, NewJobs
+
+log = logging.getLogger("aqueue.store")
+
+# Errors after which a pooled connection cannot be trusted again.
+_BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+_DRIVER_ERRORS = (asyncpg.PostgresError, sqlalchemy.exc.SQLAlchemyError, *_BROKEN)
+
+
+@dataclass(slots=True)
+class StoreStatistics:
+    """Statements run by this store, by name (``claim``, ``complete``, ...)."""
+
+    statements: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.statements.values())
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, schema: str) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.channel = sql.channel_for(schema)
+        self._sql = {
+            name: sql.render(text, schema=schema, channel=self.channel)
+            for name, text in sql.raw_queries().items()
+        }
+        self._password = engine.url.password
+        self._counts: dict[str, int] = {}
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(dict(self._counts))
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _error(self, operation: str, exc: BaseException) -> DatabaseError:
+        message = f"{type(exc).__name__}: {exc}"
+        if self._password:
+            message = message.replace(str(self._password), "***")
+        return DatabaseError(operation, message)
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg driver connection, for statements in autocommit
+        (or an explicit ``transaction()``). Broken connections are invalidated, not pooled."""
+        self._counts[operation] = self._counts.get(operation, 0) + 1
+        try:
+            async with self.engine.connect() as sa_conn:
+                try:
+                    raw = await sa_conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert isinstance(driver, asyncpg.Connection)
+                    yield driver
+                except _BROKEN:
+                    await _invalidate(sa_conn)
+                    raise
+        except _DRIVER_ERRORS as exc:
+            raise self._error(operation, exc) from exc
+
+    async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connect(name) as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(self._sql[name], *args)
+            return rows
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: NewJobs, conn: object | None = None) -> list[int]:
+        """Insert ``jobs``; on ``conn`` (the caller's transaction, not committed here) or on a
+        pooled connection in autocommit."""
+        if len(jobs.payloads) == 1:
+            name = "enqueue"
+            payload: Any = jobs.payloads[0]
+        else:
+            name = "enqueue_many"
+            payload = jobs.payloads
+        args = (
+            jobs.job_type,
+            jobs.queue,
+            jobs.priority,
+            jobs.max_tries,
+            payload,
+            jobs.delay_s,
+            jobs.run_at,
+        )
+        if conn is None:
+            return [row[0] for row in await self._fetch(name, *args)]
+        fetch = fetch_column_on(conn)
+        self._counts[name] = self._counts.get(name, 0) + 1
+        try:
+            return await fetch(self._sql[name], args)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(name, exc) from exc
+
+    # -- worker ---------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        limit: int,
+        job_types: Sequence[str],
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+    ) -> list[ClaimedJob]:
+        rows = await self._fetch(
+            "claim",
+            limit,
+            list(job_types),
+            None if queues is None else list(queues),
+            worker_id,
+            lease_s,
+        )
+        jobs = [ClaimedJob(*row) for row in rows]
+        # UPDATE ... RETURNING has no order; start them in claim order.
+        jobs.sort(key=lambda j: (-j.priority, j.next_attempt_after, j.id))
+        return jobs
+
+    async def next_due(
+        self, job_types: Sequence[str], queues: Sequence[str] | None
+    ) -> float | None:
+        rows = await self._fetch(
+            "next_due", list(job_types), None if queues is None else list(queues)
+        )
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    async def complete(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
+        rows = await self._fetch("complete", ids, attempts, worker_id)
+        return {row[0] for row in rows}
+
+    async def fail(
+        self,
+        worker_id: str,
+        ids: list[int],
+        attempts: list[int],
+        delays_s: list[float],
+        failure_infos: list[str],
+        finals: list[bool],
+    ) -> dict[int, str]:
+        rows = await self._fetch("fail", ids, attempts, delays_s, failure_infos, finals, worker_id)
+        return {row[0]: row[1] for row in rows}
+
+    async def retry(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
+        rows = await self._fetch("retry", ids, attempts, worker_id)
+        return {row[0] for row in rows}
+
+    async def heartbeat(
+        self, worker_id: str, ids: list[int], attempts: list[int], lease_s: float
+    ) -> set[int]:
+        rows = await self._fetch("heartbeat", ids, attempts, worker_id, lease_s)
+        return {row[0] for row in rows}
+
+    async def rescue(self) -> dict[int, str]:
+        rows = await self._fetch("rescue")
+        return {row[0]: row[1] for row in rows}
+
+    @contextlib.asynccontextmanager
+    async def listen(self, on_notify: Callable[[str], None]) -> AsyncIterator[anyio.Event]:
+        """Hold one pooled connection LISTENing on this schema's channel; ``on_notify`` gets
+        each payload (it must only signal). Yields an event set when the connection is lost."""
+        lost = anyio.Event()
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            on_notify(str(payload))
+
+        def terminated(_conn: object) -> None:
+            lost.set()
+
+        async with self._connect("listen") as conn:
+            await conn.add_listener(self.channel, notified)
+            conn.add_termination_listener(terminated)
+            try:
+                yield lost
+            finally:
+                conn.remove_termination_listener(terminated)
+                if not conn.is_closed():
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await conn.remove_listener(self.channel, notified)
+
+    # -- migrations -----------------------------------------------------------------------
+
+    async def migrate(self, migrations: Sequence[sql.Migration]) -> list[int]:
+        """Apply the missing ``migrations`` in one transaction under an advisory lock, so
+        concurrent callers serialize and all succeed. Returns the versions applied."""
+        applied_now: list[int] = []
+        async with self._connect("migrate") as conn, conn.transaction():
+            await conn.execute(self._sql["migrate_lock"], self.schema)
+            await conn.execute(self._sql["migrate_schema"])
+            await conn.execute(self._sql["migrate_history"])
+            done = {row[0] for row in await conn.fetch(self._sql["migrate_applied"])}
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                text = sql.render(migration.sql, schema=self.schema, channel=self.channel)
+                await conn.execute(text)
+                await conn.execute(self._sql["migrate_record"], migration.version, migration.name)
+                applied_now.append(migration.version)
+        return applied_now
+
+
+async def _invalidate(sa_conn: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await sa_conn.invalidate()

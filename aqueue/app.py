@@ -1,0 +1,446 @@
+"""App: the registry of job types, enqueue, migrations and the worker entry points."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+from google.protobuf.message import Message
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ._runtime.worker import Worker, WorkerStatistics
+from ._store import sql
+from ._store.embedded import embedded_home, start_embedded
+from ._store.records import NewJobs
+from ._store.store import Store
+from .config import (
+    MAX_TRIES_DEFAULT,
+    PRIORITY_DEFAULT,
+    QUEUE_DEFAULT,
+    SCHEMA_DEFAULT,
+    WorkerSettings,
+    validate_name,
+    validate_schema,
+)
+from .errors import ConfigurationError, PayloadError
+from .registry import JobType, Registry, check_job_options
+
+__all__ = ["App"]
+
+log = logging.getLogger("aqueue")
+
+M = TypeVar("M", bound=Message)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, for logs and errors."""
+    try:
+        return make_url(dsn).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable DSN>"
+
+
+def _asyncpg_url(dsn: str) -> str:
+    try:
+        url = make_url(dsn)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"dsn is not a database URL (expected postgresql://...): {redact_dsn(dsn)}"
+        ) from None
+    if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        url = url.set(drivername="postgresql+asyncpg")
+    else:
+        raise ConfigurationError(
+            "dsn must be postgresql://... or postgresql+asyncpg://..., "
+            f"got a {url.drivername!r} URL"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+class App:
+    """An aqueue application: job types, and the database they are queued in.
+
+    ``App(dsn=None, *, schema="aqueue", engine=None, home=None, **worker_settings)``
+
+    - ``dsn``: ``postgresql://...`` or ``postgresql+asyncpg://...``. ``None`` uses
+      ``$AQUEUE_DSN``, else starts (or reuses) the embedded PostgreSQL of ``aqueue[embedded]``
+      with its data under ``home`` (default ``$AQUEUE_HOME``, else ``./.aqueue``).
+    - ``engine``: an existing SQLAlchemy ``AsyncEngine`` (asyncpg driver) to share the
+      application's pool instead of a DSN. aqueue never disposes an engine it was given.
+    - ``schema``: where aqueue's tables live; a plain identifier.
+    - ``worker_settings``: defaults for every worker of this app (see
+      :class:`aqueue.WorkerSettings`), e.g. ``lease_s=30``.
+
+    Nothing connects until the first call that needs the database. Close it with
+    :meth:`close`, or use ``async with aqueue.App(...) as app:``.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = SCHEMA_DEFAULT,
+        engine: AsyncEngine | None = None,
+        home: str | os.PathLike[str] | None = None,
+        **worker_settings: Any,
+    ) -> None:
+        self.schema = validate_schema(schema)
+        if dsn is not None and engine is not None:
+            raise ConfigurationError("pass either dsn or engine, not both")
+        if dsn is not None:
+            _asyncpg_url(dsn)  # refuse a bad DSN now, not at first use
+        if engine is not None and engine.dialect.driver != "asyncpg":
+            raise ConfigurationError(
+                f"engine must use the asyncpg driver, not {engine.dialect.driver!r}"
+            )
+        self._dsn = dsn
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._home = home
+        WorkerSettings.resolve(worker_settings)  # fail fast on a bad setting
+        self._worker_settings = dict(worker_settings)
+        self.registry = Registry()
+        self._store: Store | None = None
+
+    # -- job types ------------------------------------------------------------------------
+
+    def job(
+        self,
+        *,
+        payload: type[M],
+        name: str | None = None,
+        queue: str = QUEUE_DEFAULT,
+        priority: int = PRIORITY_DEFAULT,
+        max_tries: int = MAX_TRIES_DEFAULT,
+    ) -> Callable[[Callable[[M], Awaitable[None]]], JobType[M]]:
+        """Register an ``async def handler(payload)`` as a job type::
+
+            @app.job(payload=SendEmail, max_tries=3)
+            async def send_email(payload: SendEmail) -> None: ...
+
+        ``name`` (default: the function's ``__name__``) is the ``job_type`` stored with each
+        job; ``queue``, ``priority`` (higher runs first) and ``max_tries`` are the defaults
+        for jobs of this type. Returns a :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+        """
+
+        def register(handler: Callable[[M], Awaitable[None]]) -> JobType[M]:
+            return self.registry.register(
+                handler,
+                payload=payload,
+                name=name,
+                queue=queue,
+                priority=priority,
+                max_tries=max_tries,
+            )
+
+        return register
+
+    # -- database -------------------------------------------------------------------------
+
+    async def _get_store(self) -> Store:
+        if self._store is None:
+            engine = self._engine
+            if engine is None:
+                dsn = self._dsn or os.environ.get("AQUEUE_DSN") or None
+                if dsn is None:
+                    home = embedded_home(self._home)
+                    dsn = await anyio.to_thread.run_sync(start_embedded, home)
+                url = _asyncpg_url(dsn)
+                log.info("using database %s (schema %s)", redact_dsn(url), self.schema)
+                engine = create_async_engine(url, pool_size=5, max_overflow=10)
+            if self._store is None:  # another task may have won while we awaited
+                self._engine = engine
+                self._store = Store(engine, self.schema)
+            elif engine is not self._engine:
+                await engine.dispose()
+        return self._store
+
+    async def migrate(self) -> list[int]:
+        """Create or upgrade aqueue's tables in ``schema``. Idempotent, and safe to run from
+        many processes at once (an advisory lock serializes them). Returns the migration
+        versions this call applied."""
+        store = await self._get_store()
+        applied = await store.migrate(sql.raw_migrations())
+        if applied:
+            log.info("migrate: applied %s to schema %s", applied, self.schema)
+        return applied
+
+    def _override_dsn(self, dsn: str) -> None:
+        """Used by the CLI's --dsn: replace the DSN before anything connected."""
+        if self._store is not None:
+            raise ConfigurationError("the app is already connected; set the DSN before use")
+        _asyncpg_url(dsn)
+        self._dsn, self._engine, self._owns_engine = dsn, None, True
+
+    @property
+    def engine(self) -> AsyncEngine | None:
+        """The SQLAlchemy engine in use, once connected (or the one passed in)."""
+        return self._engine
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        job: JobType[M] | str,
+        payload: Message,
+        *,
+        priority: int | None = None,
+        max_tries: int | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: dt.datetime | None = None,
+        queue: str | None = None,
+        conn: object | None = None,
+    ) -> int:
+        """Queue one job; return its id.
+
+        ``job`` is a registered :class:`JobType` or a job type name (a producer may queue
+        types only its workers register). ``delay`` (seconds or a timedelta) or ``run_at``
+        (an aware datetime) postpone the first attempt; the database clock decides when it
+        is due. ``priority``, ``max_tries`` and ``queue`` override the job type's defaults.
+
+        ``conn`` (a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``, or an asyncpg
+        ``Connection``) inserts the job in the caller's open transaction: aqueue does not
+        commit, and the job exists and wakes workers only if the caller commits. Without
+        ``conn`` the job is committed before this returns.
+
+        Raises ``TypeError``/``ValueError`` (:class:`PayloadError` for the payload) before
+        any SQL on bad input, :class:`DatabaseError` if the insert fails.
+        """
+        ids = await self._enqueue(job, [payload], priority, max_tries, delay, run_at, queue, conn)
+        return ids[0]
+
+    async def enqueue_many(
+        self,
+        job: JobType[M] | str,
+        payloads: Iterable[Message],
+        *,
+        priority: int | None = None,
+        max_tries: int | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: dt.datetime | None = None,
+        queue: str | None = None,
+        conn: object | None = None,
+    ) -> list[int]:
+        """Queue one job per payload in a single statement (one NOTIFY); return the ids in
+        payload order. Same options and errors as :meth:`enqueue`."""
+        items = list(payloads)
+        if not items:
+            return []
+        return await self._enqueue(job, items, priority, max_tries, delay, run_at, queue, conn)
+
+    async def _enqueue(
+        self,
+        job: JobType[Any] | str,
+        payloads: Sequence[Message],
+        priority: int | None,
+        max_tries: int | None,
+        delay: float | dt.timedelta | None,
+        run_at: dt.datetime | None,
+        queue: str | None,
+        conn: object | None,
+    ) -> list[int]:
+        rows = self._validate(job, payloads, priority, max_tries, delay, run_at, queue)
+        store = await self._get_store()
+        return await store.enqueue(rows, conn)
+
+    def _validate(
+        self,
+        job: JobType[Any] | str,
+        payloads: Sequence[Message],
+        priority: int | None,
+        max_tries: int | None,
+        delay: float | dt.timedelta | None,
+        run_at: dt.datetime | None,
+        queue: str | None,
+    ) -> NewJobs:
+        if isinstance(job, JobType):
+            job_type: JobType[Any] | None = job
+            name = job.name
+        elif isinstance(job, str):
+            name = validate_name("job type", job)
+            job_type = self.registry.get(name)
+        else:
+            raise TypeError(f"job must be a registered job or a job type name, got {job!r}")
+        for payload in payloads:
+            if job_type is not None and type(payload) is not job_type.payload:
+                raise PayloadError(
+                    f"job {name!r} takes {job_type.payload.DESCRIPTOR.full_name} payloads, "
+                    f"got {type(payload).__module__}.{type(payload).__qualname__}"
+                )
+            if not isinstance(payload, Message):
+                raise PayloadError(
+                    f"a payload must be a protobuf message, got {type(payload).__name__}"
+                )
+        priority = (
+            (job_type.priority if job_type else PRIORITY_DEFAULT) if priority is None else priority
+        )
+        max_tries = (
+            (job_type.max_tries if job_type else MAX_TRIES_DEFAULT)
+            if max_tries is None
+            else max_tries
+        )
+        check_job_options(priority, max_tries)
+        queue = validate_name(
+            "queue name",
+            queue if queue is not None else (job_type.queue if job_type else QUEUE_DEFAULT),
+        )
+        delay_s: float | None = None
+        if delay is not None and run_at is not None:
+            raise ValueError("pass delay or run_at, not both")
+        if delay is not None:
+            if isinstance(delay, dt.timedelta):
+                delay_s = delay.total_seconds()
+            elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+                delay_s = float(delay)
+            else:
+                raise TypeError(f"delay must be seconds or a timedelta, got {delay!r}")
+            if not (math.isfinite(delay_s) and delay_s >= 0):
+                raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+        if run_at is not None:
+            if not isinstance(run_at, dt.datetime):
+                raise TypeError(f"run_at must be a datetime, got {run_at!r}")
+            if run_at.tzinfo is None or run_at.utcoffset() is None:
+                raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        return NewJobs(
+            job_type=name,
+            queue=queue,
+            priority=priority,
+            max_tries=max_tries,
+            payloads=[p.SerializeToString() for p in payloads],
+            delay_s=delay_s,
+            run_at=run_at,
+        )
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _settings(self, concurrency: int | None, overrides: dict[str, Any]) -> WorkerSettings:
+        merged = {**self._worker_settings, **overrides}
+        if concurrency is not None:
+            merged["concurrency"] = concurrency
+        return WorkerSettings.resolve(merged)
+
+    def _check_registered(self) -> None:
+        if not len(self.registry):
+            raise ConfigurationError("no job types registered: decorate handlers with @app.job")
+
+    async def drain(self, concurrency: int = 1, **settings: Any) -> int:
+        """Run jobs that are due now until none is due and none is running; return the number
+        of attempts run. Jobs that fail are retried only if they come due while draining."""
+        if not len(self.registry):
+            return 0
+        worker = Worker(
+            await self._get_store(),
+            self.registry,
+            self._settings(concurrency, settings),
+            listen=False,
+            exit_when_idle=True,
+        )
+        with _single_error():
+            await worker.run()
+        return worker.statistics().claimed
+
+    @contextlib.asynccontextmanager
+    async def worker(
+        self, concurrency: int | None = None, **settings: Any
+    ) -> AsyncIterator[Worker]:
+        """Run a worker in the background of the enclosing block::
+
+            async with app.worker(concurrency=16) as worker:
+                ...  # serve requests; jobs run meanwhile
+
+        It listens for new jobs, claims due ones (only the types this app registered) and
+        runs up to ``concurrency`` handlers at once. Leaving the block stops it gracefully:
+        running handlers get ``shutdown_timeout_s`` to finish. ``settings`` override the
+        app's worker settings (``queues=["mail"]``, ``lease_s=10``, ...).
+        """
+        self._check_registered()
+        worker = Worker(
+            await self._get_store(), self.registry, self._settings(concurrency, settings)
+        )
+        with _single_error():
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                log.info(
+                    "worker %s started (concurrency %d)",
+                    worker.worker_id,
+                    worker.settings.concurrency,
+                )
+                try:
+                    yield worker
+                finally:
+                    # Graceful even when the block raised; a cancellation cuts it short.
+                    worker.stop()
+                    await worker.wait_stopped()
+        log.info("worker %s stopped: %s", worker.worker_id, worker.statistics())
+
+    async def run_worker(self, concurrency: int | None = None, **settings: Any) -> WorkerStatistics:
+        """Run a worker until cancelled, or until SIGTERM/SIGINT (when called from the main
+        thread): the first signal stops claiming and lets running handlers finish (up to
+        ``shutdown_timeout_s``); a second one cancels them. Cancelled attempts go back to the
+        queue. Returns the worker's final statistics."""
+        async with self.worker(concurrency, **settings) as worker:
+            if threading.current_thread() is threading.main_thread():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_stop_on_signals, worker)
+                    await worker.wait_stopped()
+                    tg.cancel_scope.cancel()
+            else:
+                await worker.wait_stopped()
+        return worker.statistics()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Release the database pool (unless the engine was passed in)."""
+        store, self._store = self._store, None
+        if store is not None and self._owns_engine and self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def _stop_on_signals(worker: Worker) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            graceful = not worker.stopping
+            log.info(
+                "received %s: %s",
+                signal.Signals(signum).name,
+                "stopping gracefully" if graceful else "cancelling running jobs",
+            )
+            worker.stop(graceful=graceful)
+
+
+@contextlib.contextmanager
+def _single_error() -> Any:
+    """anyio wraps errors from task groups in ExceptionGroups; surface a lone error as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from group
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

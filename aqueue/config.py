@@ -1,0 +1,146 @@
+"""Validated settings and names. Every setting has a keyword argument (``lease_s``), a CLI
+option (``--lease-s``) and an environment variable (``AQUEUE_LEASE_S``); an explicit argument
+wins over the environment, which wins over the default."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["WorkerSettings"]
+
+CONCURRENCY_DEFAULT = 16
+LEASE_S_DEFAULT = 30.0
+POLL_INTERVAL_S_DEFAULT = 5.0
+MAINTENANCE_INTERVAL_S_DEFAULT = 5.0
+SHUTDOWN_TIMEOUT_S_DEFAULT = 30.0
+SCHEMA_DEFAULT = "aqueue"
+QUEUE_DEFAULT = "default"
+PRIORITY_DEFAULT = 10
+MAX_TRIES_DEFAULT = 5
+FAILURE_INFO_MAX_CHARS = 64 * 1024
+
+# A schema is spliced into SQL text, so only a plain lower-case identifier is accepted.
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Queue names and job types travel as bound parameters; the pattern keeps them readable
+# in logs and NOTIFY payloads.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}")
+
+
+def validate_schema(schema: str) -> str:
+    if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
+        raise ConfigurationError(
+            f"schema must be a plain lower-case SQL identifier ([a-z_][a-z0-9_]*, "
+            f"at most 63 characters), got {schema!r}"
+        )
+    return schema
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Check a queue name or job type (letters, digits, ``_ . : -``; at most 128)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigurationError(
+            f"{kind} must be 1-128 characters of letters, digits and _ . : - "
+            f"(not starting with . : -), got {name!r}"
+        )
+    return name
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """How a worker runs. Build it with :meth:`resolve`; fields are validated there.
+
+    - ``concurrency``: handlers running at once (claims never exceed the free slots).
+    - ``queues``: queue names to claim from; ``None`` claims from every queue.
+    - ``lease_s``: how long a claim holds a job without a heartbeat; after it, any worker may
+      rescue the job.
+    - ``heartbeat_s``: how often running jobs' leases are extended (default ``lease_s / 3``).
+    - ``poll_interval_s``: the longest the scheduler sleeps without a notification (a safety
+      net for a lost NOTIFY).
+    - ``maintenance_interval_s``: how often expired leases are rescued.
+    - ``shutdown_timeout_s``: how long a stopping worker waits for running handlers before it
+      cancels them and hands their jobs back to the queue.
+    """
+
+    concurrency: int = CONCURRENCY_DEFAULT
+    queues: tuple[str, ...] | None = None
+    lease_s: float = LEASE_S_DEFAULT
+    heartbeat_s: float = LEASE_S_DEFAULT / 3
+    poll_interval_s: float = POLL_INTERVAL_S_DEFAULT
+    maintenance_interval_s: float = MAINTENANCE_INTERVAL_S_DEFAULT
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S_DEFAULT
+
+    @classmethod
+    def resolve(
+        cls, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> WorkerSettings:
+        """Merge explicit ``overrides`` (``None`` values ignored) over ``AQUEUE_*`` variables
+        over the defaults, and validate. Raises :class:`ConfigurationError` naming the source
+        of a bad value."""
+        env = os.environ if environ is None else environ
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ConfigurationError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name in names:
+            source = f"AQUEUE_{name.upper()}"
+            raw: Any = overrides.get(name)
+            if raw is not None:
+                source = name
+            elif source in env and env[source] != "":
+                raw = env[source]
+            else:
+                continue
+            values[name] = _coerce(name, raw, source)
+        if "heartbeat_s" not in values:
+            values["heartbeat_s"] = values.get("lease_s", LEASE_S_DEFAULT) / 3
+        settings = cls(**values)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {self.concurrency}")
+        for name in ("lease_s", "heartbeat_s", "poll_interval_s", "maintenance_interval_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.shutdown_timeout_s < 0:
+            raise ConfigurationError(
+                f"shutdown_timeout_s must be >= 0, got {self.shutdown_timeout_s}"
+            )
+        if self.heartbeat_s >= self.lease_s:
+            raise ConfigurationError(
+                f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s}),"
+                " or leases expire between heartbeats"
+            )
+        if self.queues is not None:
+            if not self.queues:
+                raise ConfigurationError("queues must name at least one queue, or be None")
+            for queue in self.queues:
+                validate_name("queue name", queue)
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    try:
+        if name == "concurrency":
+            if isinstance(raw, bool):
+                raise TypeError
+            value: Any = int(raw)
+            if isinstance(raw, float) and raw != value:
+                raise ValueError
+            return value
+        if name == "queues":
+            if isinstance(raw, str):
+                return tuple(q.strip() for q in raw.split(",") if q.strip())
+            return tuple(raw)
+        if isinstance(raw, bool):
+            raise TypeError
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{source}: invalid value {raw!r} for {name}") from None

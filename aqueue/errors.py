@@ -1,0 +1,56 @@
+"""aqueue's exceptions: one root, each raised in one situation.
+
+::
+
+    AqueueError
+    ├── ConfigurationError (also ValueError)   bad settings, names, DSN; before any SQL runs
+    │   └── EmbeddedUnavailableError           no DSN given and aqueue[embedded] not installed
+    ├── PayloadError (also TypeError)          a payload of the wrong type, or too large, at enqueue
+    └── DatabaseError                          the database refused or dropped a statement
+
+Wrong arguments that are plain programming errors (``max_tries=0``, a naive datetime, both
+``delay`` and ``run_at``) raise ``ValueError``/``TypeError`` as the standard library would.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AqueueError",
+    "ConfigurationError",
+    "DatabaseError",
+    "EmbeddedUnavailableError",
+    "PayloadError",
+]
+
+
+class AqueueError(Exception):
+    """The root of every exception aqueue raises on purpose."""
+
+
+class ConfigurationError(AqueueError, ValueError):
+    """Raised when a setting, schema name, queue name, job type or DSN is invalid.
+
+    Always raised before any SQL runs, so nothing was written.
+    """
+
+
+class EmbeddedUnavailableError(ConfigurationError):
+    """Raised when no DSN was given (argument or ``$AQUEUE_DSN``) and the embedded
+    PostgreSQL server cannot be used because ``aqueue[embedded]`` is not installed."""
+
+
+class PayloadError(AqueueError, TypeError):
+    """Raised at enqueue when the payload is not the protobuf message type the job declared,
+    or is not a protobuf message at all. Nothing was written."""
+
+
+class DatabaseError(AqueueError):
+    """Raised when PostgreSQL refused a statement or the connection to it failed.
+
+    The message names the operation (``claim``, ``enqueue``, ...) and the driver's error;
+    it never contains the DSN's password. The driver's exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, operation: str, message: str) -> None:
+        super().__init__(f"{operation}: {message}")
+        self.operation = operation

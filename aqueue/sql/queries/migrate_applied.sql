@@ -1,0 +1,2 @@
+-- migrate_applied: the versions already applied.
+SELECT version FROM {schema}.aqueue_migrations ORDER BY version

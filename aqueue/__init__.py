@@ -26,7 +26,7 @@ from .errors import (
     EmbeddedUnavailableError,
     PayloadError,
 )
-from .jobs import JobState
+from .jobs import JobInfo, JobState, current_job
 from .registry import JobType
 from .schema import make_metadata, metadata
 
@@ -36,12 +36,14 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "EmbeddedUnavailableError",
+    "JobInfo",
     "JobState",
     "JobType",
     "PayloadError",
     "Worker",
     "WorkerSettings",
     "WorkerStatistics",
+    "current_job",
     "make_metadata",
     "metadata",
     "retry_delay_s",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import enum
 
-__all__ = ["JobState"]
+__all__ = ["JobInfo", "JobState", "current_job"]
 
 
 class JobState(enum.StrEnum):
@@ -22,3 +24,24 @@ class JobState(enum.StrEnum):
     ERROR = "error"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What a handler may want to know about the attempt it runs: see :func:`current_job`."""
+
+    id: int
+    job_type: str
+    queue: str
+    attempt: int  # 1 for the first attempt
+    max_tries: int
+    worker_id: str
+
+
+_current: contextvars.ContextVar[JobInfo] = contextvars.ContextVar("aqueue_current_job")
+
+
+def current_job() -> JobInfo:
+    """The job the calling handler is running (id, attempt, ...). Raises ``LookupError``
+    outside a handler."""
+    return _current.get()

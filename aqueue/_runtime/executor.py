@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from .._store.records import ClaimedJob
 from ..backoff import retry_delay_s
 from ..config import FAILURE_INFO_MAX_CHARS
+from ..jobs import JobInfo, _current
 from ..registry import Registry
 
 log = logging.getLogger("aqueue.worker")
@@ -52,8 +53,11 @@ def bound_text(text: str, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
 
 
 class Executor:
-    def __init__(self, registry: Registry, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, registry: Registry, worker_id: str, rng: random.Random | None = None
+    ) -> None:
         self._registry = registry
+        self._worker_id = worker_id
         self._rng = rng or random.Random()
 
     async def execute(self, job: ClaimedJob) -> Outcome:
@@ -74,6 +78,10 @@ class Executor:
             )
             log.warning("fail: job %d (%s) has an undecodable payload", job.id, job.job_type)
             return Outcome(job, Verdict.FAIL, failure_info=info, final=True)
+        # Each job runs in its own task, so this context is the handler's alone.
+        _current.set(
+            JobInfo(job.id, job.job_type, job.queue, job.attempt, job.max_tries, self._worker_id)
+        )
         try:
             await job_type.handler(payload)
         except Exception as exc:

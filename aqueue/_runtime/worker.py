@@ -102,7 +102,7 @@ class Worker:
         )
         self._jobs_tg: anyio.abc.TaskGroup | None = None
         self._outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](math.inf)
-        self._executor = Executor(registry)
+        self._executor = Executor(registry, self.worker_id)
         self._scheduler = Scheduler(
             store,
             settings,
@@ -219,11 +219,16 @@ class Worker:
                 self.settings.shutdown_timeout_s,
                 len(self._running),
             )
-            with anyio.move_on_after(self.settings.shutdown_timeout_s):
+            with anyio.move_on_after(self.settings.shutdown_timeout_s) as scope:
+
+                async def done_then_stop_waiting() -> None:
+                    await self._wait_until(lambda: not self._running)
+                    scope.cancel()
+
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._wait_until, lambda: not self._running)
-                    await self._hard_stop.wait()
-                    tg.cancel_scope.cancel()
+                    tg.start_soon(done_then_stop_waiting)
+                    await self._hard_stop.wait()  # a second stop() cuts the wait short
+                    scope.cancel()
         for entry in list(self._running.values()):
             entry.cancel_reason = "shutdown"
             entry.scope.cancel()

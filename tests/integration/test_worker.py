@@ -1,0 +1,359 @@
+"""The worker in-process: ordering, retries, failures, timing, notifications, leases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import time
+
+import anyio
+import asyncpg
+
+import aqueue
+from aqueue._store.store import Store
+from tests.payloads_pb2 import Task
+
+
+async def state_of(pg: asyncpg.Connection, schema: str, job_id: int) -> asyncpg.Record:
+    row = await pg.fetchrow(
+        f"SELECT state::text AS state, try_count, failure_info, worker_id, lease_expires_at, "
+        f"extract(epoch FROM next_attempt_after - now()) AS due_in_s "
+        f"FROM {schema}.background_jobs WHERE id = $1",
+        job_id,
+    )
+    assert row is not None
+    return row
+
+
+async def make_due_now(pg: asyncpg.Connection, schema: str) -> None:
+    """What an operator's "retry now" does: move error jobs' next attempt to now."""
+    await pg.execute(
+        f"UPDATE {schema}.background_jobs SET next_attempt_after = now() WHERE state = 'error'"
+    )
+
+
+async def test_payload_round_trip_and_completion(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    seen: list[Task] = []
+    infos: list[aqueue.JobInfo] = []
+
+    @app.job(payload=Task)
+    async def echo(payload: Task) -> None:
+        seen.append(payload)
+        infos.append(aqueue.current_job())
+
+    sent = Task(n=2**40, label="héllo ✓", sleep_s=0.0)
+    job_id = await app.enqueue(echo, sent)
+    assert await app.drain() == 1
+    assert seen == [sent]
+    assert (infos[0].id, infos[0].job_type, infos[0].attempt) == (job_id, "echo", 1)
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"], row["worker_id"], row["lease_expires_at"]) == (
+        "completed", 1, None, None,
+    )
+    assert await app.drain() == 0  # completed jobs never run again
+
+
+async def test_claim_order_priority_then_due_time_then_id(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    order: list[str] = []
+
+    @app.job(payload=Task)
+    async def ordered(payload: Task) -> None:
+        order.append(payload.label)
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    await app.enqueue(ordered, Task(label="p10-now"))
+    await app.enqueue(ordered, Task(label="p20-now"), priority=20)
+    # Same due time for all three: the id decides.
+    await app.enqueue_many(ordered, [Task(label=f"p10-past-{i}") for i in range(3)], run_at=past)
+    await app.enqueue(ordered, Task(label="p10-older"), run_at=past - dt.timedelta(minutes=1))
+    await app.enqueue(ordered, Task(label="p5-older"), priority=5, run_at=past - dt.timedelta(days=1))
+    assert await app.drain(concurrency=1) == 7
+    assert order == [
+        "p20-now", "p10-older", "p10-past-0", "p10-past-1", "p10-past-2", "p10-now", "p5-older",
+    ]
+
+
+async def test_failure_is_retried_with_backoff_inside_the_window(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def flaky(payload: Task) -> None:
+        raise ValueError(f"boom {payload.n}")
+
+    job_id = await app.enqueue(flaky, Task(n=7))
+    assert await app.drain() == 1
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"], row["worker_id"]) == ("error", 1, None)
+    # First retry after 15 * 2**1 = 30 s, +-10% jitter, by the database clock.
+    assert 27 - 1 <= row["due_in_s"] <= 33
+    assert "ValueError: boom 7" in row["failure_info"]
+    assert "Traceback (most recent call last)" in row["failure_info"]
+    assert "in flaky" in row["failure_info"]
+    assert await app.drain() == 0  # not due yet: not run early
+
+
+async def test_always_failing_job_runs_exactly_max_tries_then_failed(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    attempts: list[int] = []
+
+    @app.job(payload=Task, max_tries=3)
+    async def doomed(payload: Task) -> None:
+        attempts.append(aqueue.current_job().attempt)
+        raise RuntimeError("always")
+
+    job_id = await app.enqueue(doomed, Task())
+    for expected_state in ("error", "error", "failed"):
+        assert await app.drain() == 1
+        row = await state_of(pg, schema, job_id)
+        assert row["state"] == expected_state
+        await make_due_now(pg, schema)
+    assert await app.drain() == 0
+    assert attempts == [1, 2, 3]
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"]) == ("failed", 3)
+    assert "RuntimeError: always" in row["failure_info"]
+
+
+async def test_undecodable_payload_fails_at_once(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    called: list[Task] = []
+
+    @app.job(payload=Task, max_tries=5)
+    async def decode_me(payload: Task) -> None:
+        called.append(payload)
+
+    job_id = await pg.fetchval(
+        f"INSERT INTO {schema}.background_jobs (job_type, payload) "
+        f"VALUES ('decode_me', '\\xffffffff'::bytea) RETURNING id"
+    )
+    assert await app.drain() == 1
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"]) == ("failed", 1)
+    assert "does not decode as aqueue.tests.v1.Task" in row["failure_info"]
+    assert called == []
+    # The worker carries on with good jobs.
+    await app.enqueue(decode_me, Task(n=1))
+    assert await app.drain() == 1
+    assert called == [Task(n=1)]
+
+
+async def test_unregistered_type_is_never_claimed(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def known(payload: Task) -> None: ...
+
+    stranger = await app.enqueue("unknown.type", Task(n=1))
+    await app.enqueue(known, Task(n=2))
+    assert await app.drain(concurrency=4) == 1
+    row = await state_of(pg, schema, stranger)
+    assert (row["state"], row["try_count"], row["worker_id"]) == ("pending", 0, None)
+
+
+async def test_queues_filter_what_a_worker_claims(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    ran: list[str] = []
+
+    @app.job(payload=Task)
+    async def queued(payload: Task) -> None:
+        ran.append(payload.label)
+
+    await app.enqueue(queued, Task(label="a"), queue="alpha")
+    await app.enqueue(queued, Task(label="b"), queue="beta")
+    assert await app.drain(queues=["beta"]) == 1
+    assert ran == ["b"]
+
+
+async def test_idle_worker_wakes_on_notify_within_50_ms(app: aqueue.App) -> None:
+    started: list[float] = []
+    event = anyio.Event()
+
+    @app.job(payload=Task)
+    async def ping(payload: Task) -> None:
+        started.append(time.perf_counter())
+        event.set()
+
+    latencies = []
+    # A long safety poll: only a notification can wake the worker this fast.
+    async with app.worker(concurrency=2, poll_interval_s=60) as worker:
+        for _ in range(5):
+            await worker.wait_idle()
+            event = anyio.Event()
+            t0 = time.perf_counter()
+            await app.enqueue(ping, Task())
+            with anyio.fail_after(5):
+                await event.wait()
+            latencies.append(started[-1] - t0)
+        stats = worker.statistics()
+    assert stats.notifications >= 5
+    assert statistics.median(latencies) < 0.050, latencies
+
+
+async def test_delayed_job_is_not_run_early_and_starts_within_100_ms_of_due(
+    app: aqueue.App,
+) -> None:
+    started = anyio.Event()
+    start_at: list[float] = []
+
+    @app.job(payload=Task)
+    async def later(payload: Task) -> None:
+        start_at.append(time.perf_counter())
+        started.set()
+
+    async with app.worker(concurrency=1, poll_interval_s=60) as worker:
+        await worker.wait_ready()
+        before = time.perf_counter()
+        await app.enqueue(later, Task(), delay=2.0)
+        after = time.perf_counter()
+        with anyio.fail_after(10):
+            await started.wait()
+    assert start_at[0] - before >= 2.0 - 0.005  # never early (database clock, same host)
+    assert start_at[0] - after <= 2.0 + 0.100
+
+
+async def test_worker_runs_jobs_concurrently_up_to_its_bound(app: aqueue.App) -> None:
+    running = 0
+    peak = 0
+    release = anyio.Event()
+
+    @app.job(payload=Task)
+    async def hold(payload: Task) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    await app.enqueue_many(hold, [Task(n=i) for i in range(10)])
+    async with app.worker(concurrency=4) as worker:
+        with anyio.fail_after(10):
+            while worker.statistics().running < 4:
+                await anyio.sleep(0.01)
+        assert peak == 4
+        release.set()
+        with anyio.fail_after(10):
+            await worker.wait_processed(10)
+    assert peak == 4
+    assert worker.statistics().completed == 10
+
+
+async def test_heartbeat_keeps_a_long_job_leased(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    runs: list[int] = []
+
+    @app.job(payload=Task)
+    async def long_job(payload: Task) -> None:
+        runs.append(aqueue.current_job().attempt)
+        await anyio.sleep(2.5)
+
+    job_id = await app.enqueue(long_job, Task())
+    settings = {"lease_s": 1.0, "heartbeat_s": 0.25, "maintenance_interval_s": 0.2}
+    # Two workers: the second rescues anything whose lease runs out.
+    async with app.worker(concurrency=1, **settings) as one, app.worker(
+        concurrency=1, **settings
+    ) as two:
+        with anyio.fail_after(10):
+            while one.statistics().completed + two.statistics().completed < 1:
+                await anyio.sleep(0.05)
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"]) == ("completed", 1)
+    assert runs == [1]
+    assert one.statistics().rescued + two.statistics().rescued == 0
+
+
+async def test_late_write_after_lost_lease_changes_nothing(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    store = app._store
+    assert isinstance(store, Store)
+    job_id = await app.enqueue("leased", Task())
+    (first,) = await store.claim(1, ["leased"], None, "worker-a", 0.2)
+    # Real time passes on the database clock until the lease expires.
+    while not await store.rescue():
+        await anyio.sleep(0.05)
+    row = await state_of(pg, schema, job_id)
+    assert row["state"] == "error" and "WorkerLost: worker worker-a" in row["failure_info"]
+    (second,) = await store.claim(1, ["leased"], None, "worker-b", 30)
+    assert second.attempt == first.attempt + 1 == 2
+    # worker-a's late writes, of every kind, change nothing.
+    assert await store.complete("worker-a", [job_id], [first.attempt]) == set()
+    assert await store.fail("worker-a", [job_id], [1], [0.0], ["late"], [True]) == {}
+    assert await store.retry("worker-a", [job_id], [1]) == set()
+    assert await store.heartbeat("worker-a", [job_id], [1], 30) == set()
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["worker_id"], row["try_count"]) == ("running", "worker-b", 2)
+    assert await store.complete("worker-b", [job_id], [2]) == {job_id}
+    assert (await state_of(pg, schema, job_id))["state"] == "completed"
+
+
+async def test_rescued_job_out_of_tries_ends_failed(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    store = app._store
+    assert isinstance(store, Store)
+    job_id = await app.enqueue("fragile", Task(), max_tries=1)
+    await store.claim(1, ["fragile"], None, "worker-a", 0.1)
+    while not await store.rescue():
+        await anyio.sleep(0.05)
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"]) == ("failed", 1)
+
+
+async def test_graceful_stop_waits_for_running_jobs(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def slowish(payload: Task) -> None:
+        await anyio.sleep(0.5)
+
+    job_id = await app.enqueue(slowish, Task())
+    async with app.worker(concurrency=1, shutdown_timeout_s=30) as worker:
+        with anyio.fail_after(5):
+            while worker.statistics().running < 1:
+                await anyio.sleep(0.01)
+        t0 = time.perf_counter()
+    # Leaving the block waited for the handler, and no longer than it ran.
+    assert time.perf_counter() - t0 < 5
+    assert (await state_of(pg, schema, job_id))["state"] == "completed"
+
+
+async def test_shutdown_deadline_hands_jobs_back_without_counting_the_attempt(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def stuck(payload: Task) -> None:
+        await anyio.sleep(60)
+
+    job_id = await app.enqueue(stuck, Task())
+    t0 = time.perf_counter()
+    async with app.worker(concurrency=1, shutdown_timeout_s=0.3) as worker:
+        with anyio.fail_after(5):
+            while worker.statistics().running < 1:
+                await anyio.sleep(0.01)
+    assert time.perf_counter() - t0 < 5
+    row = await state_of(pg, schema, job_id)
+    assert (row["state"], row["try_count"], row["worker_id"]) == ("pending", 0, None)
+    assert row["due_in_s"] <= 0
+    assert worker.statistics().retried == 1
+
+
+async def test_idle_worker_costs_well_under_one_query_per_second(app: aqueue.App) -> None:
+    @app.job(payload=Task)
+    async def nothing(payload: Task) -> None: ...
+
+    store = app._store
+    assert isinstance(store, Store)
+    async with app.worker(poll_interval_s=5.0, maintenance_interval_s=5.0) as worker:
+        await worker.wait_ready()
+        before = store.statistics().total
+        await anyio.sleep(3.0)  # the condition under test is time itself
+        spent = store.statistics().total - before
+    assert spent <= 2, store.statistics()

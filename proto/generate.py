@@ -33,9 +33,7 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
-    return sorted(
-        p for p in out_dir.rglob("*_pb2.py*") if p.suffix in (".py", ".pyi")
-    )
+    return sorted(p for p in out_dir.rglob("*_pb2.py*") if p.suffix in (".py", ".pyi"))
 
 
 if __name__ == "__main__":

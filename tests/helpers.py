@@ -48,11 +48,13 @@ async def eventually(
 class WorkerProcess:
     """``python -m aqueue worker`` in a child process, its output in a log file."""
 
-    def __init__(self, log_path: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(
+        self, log_path: Path, env: dict[str, str], *args: str, app: str = "tests.apps:app"
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aqueue", "worker", "--app", "tests.apps:app", *args],
+            [sys.executable, "-m", "aqueue", "worker", "--app", app, *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=self._log,

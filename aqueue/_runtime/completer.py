@@ -35,19 +35,44 @@ class Completer:
         self._outcomes = outcomes
         self._on_persisted = on_persisted
         self._throttled = Throttled(log)
+        self.unwritten: list[Outcome] = []
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Persist outcomes until the outcome stream is closed and drained."""
         task_status.started()
         async with self._outcomes:
-            async for first in self._outcomes:
-                batch = [first]
-                while len(batch) < BATCH_MAX:
+            batch: list[Outcome] = []
+            try:
+                async for first in self._outcomes:
+                    batch = [first]
+                    while len(batch) < BATCH_MAX:
+                        try:
+                            batch.append(self._outcomes.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._persist(batch)
+                    batch = []
+            except BaseException:
+                # Cancelled: keep what is not known to be written for the worker's last try.
+                self.unwritten.extend(batch)
+                while True:
                     try:
-                        batch.append(self._outcomes.receive_nowait())
+                        self.unwritten.append(self._outcomes.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                await self._persist(batch)
+                raise
+
+    async def write_once(self, batch: list[Outcome]) -> None:
+        """One attempt at writing ``batch``, for the last moments of a cancelled worker."""
+        try:
+            self._on_persisted(await self._write(batch))
+        except DatabaseError as exc:
+            log.warning(
+                "complete: could not write %d outcome(s) before stopping (%s); their leases "
+                "will expire and the jobs will be rescued",
+                len(batch),
+                exc,
+            )
 
     async def _persist(self, batch: list[Outcome]) -> None:
         # A failed write is retried until it lands: the rows stay running under our lease

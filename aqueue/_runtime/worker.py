@@ -27,6 +27,7 @@ from .scheduler import Scheduler
 log = logging.getLogger("aqueue.worker")
 
 COMPLETER_FLUSH_TIMEOUT_S = 10.0
+FINAL_FLUSH_TIMEOUT_S = 5.0
 
 
 def new_worker_id() -> str:
@@ -101,6 +102,7 @@ class Worker:
             ("completed", "error", "failed", "retried", "stale", "rescued"), 0
         )
         self._jobs_tg: anyio.abc.TaskGroup | None = None
+        self._unwritten: list[Outcome] = []
         self._outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](math.inf)
         self._executor = Executor(registry, self.worker_id)
         self._scheduler = Scheduler(
@@ -215,6 +217,12 @@ class Worker:
                     self._outcome_send.close()
                     tg.cancel_scope.deadline = anyio.current_time() + COMPLETER_FLUSH_TIMEOUT_S
         finally:
+            unwritten = self._completer.unwritten + self._unwritten
+            if unwritten:
+                # Cancelled before every outcome was written: one last bounded try, shielded
+                # so the cancellation cannot cut it. Writes are guarded, so a repeat is safe.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(FINAL_FLUSH_TIMEOUT_S):
+                    await self._completer.write_once(unwritten)
             self._stopped.set()
             self._signal_change()
 
@@ -264,10 +272,18 @@ class Worker:
             # Cancelled for a lost lease: the row is another attempt's now; write nothing.
             if entry.scope.cancelled_caught and entry.cancel_reason == "shutdown":
                 outcome = Outcome(job, Verdict.RETRY)
+        except BaseException:
+            # The worker itself is being cancelled: hand the job back rather than leave it
+            # to wait for its lease to expire.
+            outcome = Outcome(job, Verdict.RETRY)
+            raise
         finally:
             del self._running[job.id]
             if outcome is not None:
-                self._outcome_send.send_nowait(outcome)
+                try:
+                    self._outcome_send.send_nowait(outcome)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._unwritten.append(outcome)  # the completer is gone already
             self._scheduler.wake()
             self._signal_change()
 

@@ -35,6 +35,5 @@ def start_embedded(home: Path) -> str:
         ) from None
     home.mkdir(parents=True, exist_ok=True)
     server = get_server(home / "pgdata", cleanup_mode="stop")
-    dsn = str(server.get_uri())
-    log.info("using the embedded PostgreSQL at %s (data in %s)", dsn, home)
-    return dsn
+    log.info("embedded PostgreSQL ready (data in %s)", home)
+    return str(server.get_uri())

@@ -192,3 +192,28 @@ async def test_bad_input_is_refused_before_any_sql(
     with pytest.raises(TypeError, match="conn must be"):
         await app.enqueue(strict, Task(), conn=object())
     assert await pg.fetchval(f"SELECT count(*) FROM {schema}.background_jobs") == 0
+
+
+async def test_app_shares_a_given_engine_and_never_disposes_it(
+    dsn: str, pg: asyncpg.Connection, schema: str
+) -> None:
+    # The SQLAlchemy spelling of the DSN, as an application would have it.
+    engine = create_async_engine(sqlalchemy_dsn(dsn))
+    try:
+        async with aqueue.App(engine=engine, schema=schema) as app:
+            await app.migrate()
+            assert app.engine is engine
+
+            @app.job(payload=Task)
+            async def shared(payload: Task) -> None: ...
+
+            await app.enqueue(shared, Task())
+            assert await app.drain() == 1
+        # Still usable after the app closed.
+        async with engine.connect() as conn:
+            result = await conn.exec_driver_sql(f"SELECT state::text FROM {schema}.background_jobs")
+            assert result.scalar_one() == "completed"
+    finally:
+        await engine.dispose()
+    with pytest.raises(aqueue.ConfigurationError, match="not both"):
+        aqueue.App(sqlalchemy_dsn(dsn), engine=engine)

@@ -51,13 +51,20 @@ def count(pg: asyncpg.Connection, sql: str) -> Callable[[], object]:
 
 
 async def test_two_worker_processes_run_2000_jobs_each_exactly_once(
+    dsn: str,
     app: aqueue.App,
     pg: asyncpg.Connection,
     schema: str,
     ledger: None,
     spawn: Callable[..., WorkerProcess],
 ) -> None:
-    workers = [spawn("--concurrency", "8"), spawn("--concurrency", "8")]
+    workers = [
+        spawn("--concurrency", "8"),
+        # --dsn wins over $AQUEUE_DSN (which points nowhere here).
+        spawn(
+            "--concurrency", "8", "--dsn", dsn, env={"AQUEUE_DSN": "postgresql://x@127.0.0.1:1/no"}
+        ),
+    ]
     for worker in workers:
         await worker.wait_started()
     await app.enqueue_many(apps.record, [Task(n=i) for i in range(2000)])

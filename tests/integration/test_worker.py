@@ -373,3 +373,25 @@ async def test_idle_worker_costs_well_under_one_query_per_second(app: aqueue.App
         await anyio.sleep(3.0)  # the condition under test is time itself
         spent = store.statistics().total - before
     assert spent <= 2, store.statistics()
+
+
+async def test_cancelled_worker_hands_running_jobs_back_at_once(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def endless(payload: Task) -> None:
+        await anyio.sleep_forever()
+
+    ids = await app.enqueue_many(endless, [Task(n=i) for i in range(3)])
+    with anyio.CancelScope() as scope:
+        async with app.worker(concurrency=3, lease_s=300, heartbeat_s=100) as worker:
+            await worker.wait_until(lambda s: s.running == 3)
+            scope.cancel()
+            await anyio.sleep_forever()
+    rows = await pg.fetch(
+        f"SELECT state::text, try_count, worker_id FROM {schema}.background_jobs "
+        f"WHERE id = ANY($1)",
+        ids,
+    )
+    # Not left running until a 300 s lease expires: back in the queue, attempt not counted.
+    assert [tuple(r) for r in rows] == [("pending", 0, None)] * 3

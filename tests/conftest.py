@@ -3,7 +3,6 @@ started once per session in a temporary folder. Tests isolate themselves by sche
 
 from __future__ import annotations
 
-import inspect
 import os
 import secrets
 import shutil
@@ -17,12 +16,6 @@ import pytest
 
 import aqueue
 from tests.helpers import sqlalchemy_dsn
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture(scope="session")

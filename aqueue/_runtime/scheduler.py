@@ -47,6 +47,7 @@ class Scheduler:
         self._wake = anyio.Event()
         self._stopping = False
         self._throttled = Throttled(log)
+        self._locked_wait = LOCKED_RETRY_MIN_S
         self.claims = 0
         self.claimed = 0
         self.sleeping = False  # waiting with nothing due that it could take
@@ -63,7 +64,6 @@ class Scheduler:
     async def run(self) -> None:
         settings = self._settings
         queues = settings.queues
-        locked_wait = LOCKED_RETRY_MIN_S
         error_wait = 0.05
         while not self._stopping:
             # A fresh event before looking: a wake-up that lands while we claim is kept.
@@ -74,7 +74,7 @@ class Scheduler:
                 if free <= 0:
                     timeout = None  # a finished job wakes us
                 else:
-                    jobs = await self._store.claim(
+                    jobs, next_due_s = await self._store.claim(
                         free, self._job_types, queues, self._worker_id, settings.lease_s
                     )
                     self.claims += 1
@@ -88,7 +88,7 @@ class Scheduler:
                             return  # drain: nothing running and nothing due
                         timeout = None  # drain: wait for a running job to finish
                     else:
-                        timeout, locked_wait = await self._sleep_for(locked_wait)
+                        timeout = self._sleep_after(next_due_s)
                 error_wait = 0.05
             except DatabaseError as exc:
                 if self._exit_when_idle:
@@ -104,12 +104,12 @@ class Scheduler:
             finally:
                 self.sleeping = False
 
-    async def _sleep_for(self, locked_wait: float) -> tuple[float, float]:
-        """How long to sleep after a claim that left slots free, and the next locked_wait."""
+    def _sleep_after(self, next_due_s: float | None) -> float:
+        """How long to sleep after a claim that left slots free."""
         poll = self._settings.poll_interval_s
-        due_in = await self._store.next_due(self._job_types, self._settings.queues)
-        if due_in is None:
-            return poll, LOCKED_RETRY_MIN_S
-        if due_in > 0:
-            return min(due_in, poll), LOCKED_RETRY_MIN_S
-        return locked_wait, min(locked_wait * 2, poll)
+        if next_due_s is not None and next_due_s <= 0:
+            # Due, but another claimer holds the rows: look again soon, backing off.
+            wait, self._locked_wait = self._locked_wait, min(self._locked_wait * 2, poll)
+            return wait
+        self._locked_wait = LOCKED_RETRY_MIN_S
+        return poll if next_due_s is None else min(next_due_s, poll)

@@ -127,7 +127,9 @@ class Store:
         queues: Sequence[str] | None,
         worker_id: str,
         lease_s: float,
-    ) -> list[ClaimedJob]:
+    ) -> tuple[list[ClaimedJob], float | None]:
+        """Claim up to ``limit`` due jobs; also return the seconds until the next job not
+        claimed here is due (<= 0: due but locked elsewhere; ``None``: none)."""
         rows = await self._fetch(
             "claim",
             limit,
@@ -136,19 +138,11 @@ class Store:
             worker_id,
             lease_s,
         )
-        jobs = [ClaimedJob(*row) for row in rows]
+        jobs = [ClaimedJob(*row[:8]) for row in rows if row[0] is not None]
         # UPDATE ... RETURNING has no order; start them in claim order.
         jobs.sort(key=lambda j: (-j.priority, j.next_attempt_after, j.id))
-        return jobs
-
-    async def next_due(
-        self, job_types: Sequence[str], queues: Sequence[str] | None
-    ) -> float | None:
-        rows = await self._fetch(
-            "next_due", list(job_types), None if queues is None else list(queues)
-        )
-        value = rows[0][0]
-        return None if value is None else float(value)
+        next_due_s = rows[0][8] if rows else None
+        return jobs, next_due_s
 
     async def complete(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
         rows = await self._fetch("complete", ids, attempts, worker_id)

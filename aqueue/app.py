@@ -41,6 +41,8 @@ log = logging.getLogger("aqueue")
 
 M = TypeVar("M", bound=Message)
 
+APPLICATION_NAME = "aqueue"
+
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced by ``***``, for logs and errors."""
@@ -157,7 +159,13 @@ class App:
                     dsn = await anyio.to_thread.run_sync(start_embedded, home)
                 url = _asyncpg_url(dsn)
                 log.info("using database %s (schema %s)", redact_dsn(url), self.schema)
-                engine = create_async_engine(url, pool_size=5, max_overflow=10)
+                engine = create_async_engine(
+                    url,
+                    pool_size=5,
+                    max_overflow=10,
+                    # Names aqueue's sessions in pg_stat_activity.
+                    connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
+                )
             if self._store is None:  # another task may have won while we awaited
                 self._engine = engine
                 self._store = Store(engine, self.schema)

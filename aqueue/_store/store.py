@@ -29,6 +29,7 @@ _BROKEN = (
     OSError,
     TimeoutError,
 )
+_STALE_RETRIES = 32  # after a server restart, every idle pooled connection is stale
 _DRIVER_ERRORS = (asyncpg.PostgresError, sqlalchemy.exc.SQLAlchemyError, *_BROKEN)
 
 
@@ -72,15 +73,8 @@ class Store:
         (or an explicit ``transaction()``). Broken connections are invalidated, not pooled."""
         self._counts[operation] = self._counts.get(operation, 0) + 1
         try:
-            async with self.engine.connect() as sa_conn:
-                try:
-                    raw = await sa_conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    assert isinstance(driver, asyncpg.Connection)
-                    yield driver
-                except _BROKEN:
-                    await _invalidate(sa_conn)
-                    raise
+            async with _checkout(self.engine) as driver:
+                yield driver
         except _DRIVER_ERRORS as exc:
             raise self._error(operation, exc) from exc
 
@@ -216,6 +210,29 @@ class Store:
                 await conn.execute(self._sql["migrate_record"], migration.version, migration.name)
                 applied_now.append(migration.version)
         return applied_now
+
+
+@contextlib.asynccontextmanager
+async def _checkout(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg driver connection. One the server closed while it sat
+    idle in the pool (a restart, pg_terminate_backend) is already marked closed by asyncpg:
+    it is discarded for a fresh one, at no round trip's cost. One that breaks in use is
+    invalidated, never pooled again."""
+    for _ in range(_STALE_RETRIES):
+        async with engine.connect() as sa_conn:
+            raw = await sa_conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert isinstance(driver, asyncpg.Connection)
+            if driver.is_closed():
+                await _invalidate(sa_conn)
+                continue
+            try:
+                yield driver
+            except _BROKEN:
+                await _invalidate(sa_conn)
+                raise
+            return
+    raise asyncpg.ConnectionDoesNotExistError("every pooled connection tried was closed")
 
 
 async def _invalidate(sa_conn: AsyncConnection) -> None:

@@ -395,3 +395,39 @@ async def test_cancelled_worker_hands_running_jobs_back_at_once(
     )
     # Not left running until a 300 s lease expires: back in the queue, attempt not counted.
     assert [tuple(r) for r in rows] == [("pending", 0, None)] * 3
+
+
+async def test_connections_the_server_closed_are_replaced_and_listen_reconnects(
+    app: aqueue.App, pg: asyncpg.Connection
+) -> None:
+    @app.job(payload=Task)
+    async def after_restart(payload: Task) -> None: ...
+
+    async def aqueue_backends() -> int:
+        return int(
+            await pg.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aqueue'"
+            )
+        )
+
+    async with app.worker(concurrency=2) as worker:
+        await worker.wait_ready()
+        await app.enqueue(after_restart, Task())  # puts a pooled producer connection in use
+        await worker.wait_processed(1)
+        # What a server restart does to idle pooled connections and to the LISTEN one.
+        await pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'aqueue'"
+        )
+        await eventually(aqueue_backends, lambda n: n == 0, timeout_s=5)
+        # The stale pooled connection is swapped, not failed...
+        await app.enqueue(after_restart, Task())
+        # ...and the worker hears about it once the listener is back, without polling.
+        with anyio.fail_after(5):
+            await worker.wait_processed(2)
+        await worker.wait_until(lambda s: s.listening)
+        await worker.wait_idle()
+        await app.enqueue(after_restart, Task())
+        with anyio.fail_after(1):  # well inside the 2 s safety poll of this app
+            await worker.wait_processed(3)
+    assert worker.statistics().completed == 3

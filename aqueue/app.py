@@ -224,8 +224,10 @@ class App:
         Raises ``TypeError``/``ValueError`` (:class:`PayloadError` for the payload) before
         any SQL on bad input, :class:`DatabaseError` if the insert fails.
         """
-        ids = await self._enqueue(job, [payload], priority, max_tries, delay, run_at, queue, conn)
-        return ids[0]
+        rows = self._validate(job, [payload], priority, max_tries, delay, run_at, queue)
+        store = await self._get_store()
+        (job_id,) = await store.enqueue(rows, conn)
+        return job_id
 
     async def enqueue_many(
         self,
@@ -242,22 +244,9 @@ class App:
         """Queue one job per payload in a single statement (one NOTIFY); return the ids in
         payload order. Same options and errors as :meth:`enqueue`."""
         items = list(payloads)
+        rows = self._validate(job, items, priority, max_tries, delay, run_at, queue)
         if not items:
             return []
-        return await self._enqueue(job, items, priority, max_tries, delay, run_at, queue, conn)
-
-    async def _enqueue(
-        self,
-        job: JobType[Any] | str,
-        payloads: Sequence[Message],
-        priority: int | None,
-        max_tries: int | None,
-        delay: float | dt.timedelta | None,
-        run_at: dt.datetime | None,
-        queue: str | None,
-        conn: object | None,
-    ) -> list[int]:
-        rows = self._validate(job, payloads, priority, max_tries, delay, run_at, queue)
         store = await self._get_store()
         return await store.enqueue(rows, conn)
 

@@ -5,23 +5,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import math
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
 from google.protobuf.message import Message
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ._enqueue import new_jobs
 from ._runtime.worker import Worker, WorkerStatistics
 from ._store import sql
+from ._store.dsn import asyncpg_url, redact_dsn
 from ._store.embedded import embedded_home, start_embedded
-from ._store.records import NewJobs
 from ._store.store import Store
 from .config import (
     MAX_TRIES_DEFAULT,
@@ -29,11 +27,10 @@ from .config import (
     QUEUE_DEFAULT,
     SCHEMA_DEFAULT,
     WorkerSettings,
-    validate_name,
     validate_schema,
 )
-from .errors import ConfigurationError, PayloadError
-from .registry import JobType, Registry, check_job_options
+from .errors import ConfigurationError
+from .registry import JobType, Registry
 
 __all__ = ["App"]
 
@@ -42,31 +39,6 @@ log = logging.getLogger("aqueue")
 M = TypeVar("M", bound=Message)
 
 APPLICATION_NAME = "aqueue"
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***``, for logs and errors."""
-    try:
-        return make_url(dsn).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable DSN>"
-
-
-def _asyncpg_url(dsn: str) -> str:
-    try:
-        url = make_url(dsn)
-    except ArgumentError:
-        raise ConfigurationError(
-            f"dsn is not a database URL (expected postgresql://...): {redact_dsn(dsn)}"
-        ) from None
-    if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
-        url = url.set(drivername="postgresql+asyncpg")
-    else:
-        raise ConfigurationError(
-            "dsn must be postgresql://... or postgresql+asyncpg://..., "
-            f"got a {url.drivername!r} URL"
-        )
-    return url.render_as_string(hide_password=False)
 
 
 class App:
@@ -100,7 +72,7 @@ class App:
         if dsn is not None and engine is not None:
             raise ConfigurationError("pass either dsn or engine, not both")
         if dsn is not None:
-            _asyncpg_url(dsn)  # refuse a bad DSN now, not at first use
+            asyncpg_url(dsn)  # refuse a bad DSN now, not at first use
         if engine is not None and engine.dialect.driver != "asyncpg":
             raise ConfigurationError(
                 f"engine must use the asyncpg driver, not {engine.dialect.driver!r}"
@@ -157,7 +129,7 @@ class App:
                 if dsn is None:
                     home = embedded_home(self._home)
                     dsn = await anyio.to_thread.run_sync(start_embedded, home)
-                url = _asyncpg_url(dsn)
+                url = asyncpg_url(dsn)
                 log.info("using database %s (schema %s)", redact_dsn(url), self.schema)
                 engine = create_async_engine(
                     url,
@@ -187,7 +159,7 @@ class App:
         """Used by the CLI's --dsn: replace the DSN before anything connected."""
         if self._store is not None:
             raise ConfigurationError("the app is already connected; set the DSN before use")
-        _asyncpg_url(dsn)
+        asyncpg_url(dsn)
         self._dsn, self._engine, self._owns_engine = dsn, None, True
 
     @property
@@ -224,7 +196,7 @@ class App:
         Raises ``TypeError``/``ValueError`` (:class:`PayloadError` for the payload) before
         any SQL on bad input, :class:`DatabaseError` if the insert fails.
         """
-        rows = self._validate(job, [payload], priority, max_tries, delay, run_at, queue)
+        rows = new_jobs(self.registry, job, [payload], priority, max_tries, delay, run_at, queue)
         store = await self._get_store()
         (job_id,) = await store.enqueue(rows, conn)
         return job_id
@@ -244,79 +216,11 @@ class App:
         """Queue one job per payload in a single statement (one NOTIFY); return the ids in
         payload order. Same options and errors as :meth:`enqueue`."""
         items = list(payloads)
-        rows = self._validate(job, items, priority, max_tries, delay, run_at, queue)
+        rows = new_jobs(self.registry, job, items, priority, max_tries, delay, run_at, queue)
         if not items:
             return []
         store = await self._get_store()
         return await store.enqueue(rows, conn)
-
-    def _validate(
-        self,
-        job: JobType[Any] | str,
-        payloads: Sequence[Message],
-        priority: int | None,
-        max_tries: int | None,
-        delay: float | dt.timedelta | None,
-        run_at: dt.datetime | None,
-        queue: str | None,
-    ) -> NewJobs:
-        if isinstance(job, JobType):
-            job_type: JobType[Any] | None = job
-            name = job.name
-        elif isinstance(job, str):
-            name = validate_name("job type", job)
-            job_type = self.registry.get(name)
-        else:
-            raise TypeError(f"job must be a registered job or a job type name, got {job!r}")
-        for payload in payloads:
-            if job_type is not None and type(payload) is not job_type.payload:
-                raise PayloadError(
-                    f"job {name!r} takes {job_type.payload.DESCRIPTOR.full_name} payloads, "
-                    f"got {type(payload).__module__}.{type(payload).__qualname__}"
-                )
-            if not isinstance(payload, Message):
-                raise PayloadError(
-                    f"a payload must be a protobuf message, got {type(payload).__name__}"
-                )
-        priority = (
-            (job_type.priority if job_type else PRIORITY_DEFAULT) if priority is None else priority
-        )
-        max_tries = (
-            (job_type.max_tries if job_type else MAX_TRIES_DEFAULT)
-            if max_tries is None
-            else max_tries
-        )
-        check_job_options(priority, max_tries)
-        queue = validate_name(
-            "queue name",
-            queue if queue is not None else (job_type.queue if job_type else QUEUE_DEFAULT),
-        )
-        delay_s: float | None = None
-        if delay is not None and run_at is not None:
-            raise ValueError("pass delay or run_at, not both")
-        if delay is not None:
-            if isinstance(delay, dt.timedelta):
-                delay_s = delay.total_seconds()
-            elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-                delay_s = float(delay)
-            else:
-                raise TypeError(f"delay must be seconds or a timedelta, got {delay!r}")
-            if not (math.isfinite(delay_s) and delay_s >= 0):
-                raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-        if run_at is not None:
-            if not isinstance(run_at, dt.datetime):
-                raise TypeError(f"run_at must be a datetime, got {run_at!r}")
-            if run_at.tzinfo is None or run_at.utcoffset() is None:
-                raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-        return NewJobs(
-            job_type=name,
-            queue=queue,
-            priority=priority,
-            max_tries=max_tries,
-            payloads=[p.SerializeToString() for p in payloads],
-            delay_s=delay_s,
-            run_at=run_at,
-        )
 
     # -- workers --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 
 import aqueue
 from aqueue._runtime.executor import TRUNCATED_MARKER, bound_text, format_failure
-from aqueue.app import redact_dsn
+from aqueue._store.dsn import redact_dsn
 from tests.payloads_pb2 import Task
 
 

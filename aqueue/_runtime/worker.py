@@ -198,19 +198,7 @@ class Worker:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._completer.run)
                 try:
-                    async with anyio.create_task_group() as services:
-                        if self._listen:
-                            await services.start(self._notifier.run)
-                        services.start_soon(self._maintenance.run)
-                        services.start_soon(self._heartbeat.run)
-                        try:
-                            async with anyio.create_task_group() as jobs:
-                                self._jobs_tg = jobs
-                                task_status.started()
-                                await self._scheduler.run()
-                                await self._shutdown_running()
-                        finally:
-                            services.cancel_scope.cancel()
+                    await self._run_services_and_jobs(task_status)
                 finally:
                     # Every job task has ended: no more outcomes. The completer drains the
                     # rest; leases of anything it cannot write expire and get rescued.
@@ -225,6 +213,22 @@ class Worker:
                     await self._completer.write_once(unwritten)
             self._stopped.set()
             self._signal_change()
+
+    async def _run_services_and_jobs(self, task_status: TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as services:
+            if self._listen:
+                await services.start(self._notifier.run)
+            services.start_soon(self._maintenance.run)
+            services.start_soon(self._heartbeat.run)
+            try:
+                async with anyio.create_task_group() as jobs:
+                    self._jobs_tg = jobs
+                    task_status.started()
+                    await self._scheduler.run()
+                    await self._shutdown_running()
+            finally:
+                # Heartbeats last as long as any job runs; then the services stop.
+                services.cancel_scope.cancel()
 
     async def _shutdown_running(self) -> None:
         if self._running:

@@ -77,7 +77,12 @@ def load_app(spec: str) -> App:
         raise ConfigurationError(f"--app must look like module:attribute, got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # an import inside the user's module failed: show the traceback
+        raise ConfigurationError(f"--app {spec}: no module named {exc.name!r}") from None
     app = getattr(module, attribute, None)
     if not isinstance(app, App):
         raise ConfigurationError(f"{spec} is not an aqueue.App (got {type(app).__name__})")

@@ -80,9 +80,11 @@ async def test_two_worker_processes_run_2000_jobs_each_exactly_once(
     assert (total, distinct, retried) == (2000, 2000, 0)
     per_pid = await pg.fetch(f"SELECT pid, count(*) FROM {schema}.ledger GROUP BY pid")
     assert {row["pid"] for row in per_pid} <= {w.pid for w in workers}
-    for worker in workers:
-        worker.signal(signal.SIGTERM)
+    # SIGTERM and SIGINT (Ctrl-C) both stop a worker cleanly.
+    for worker, signum in zip(workers, (signal.SIGTERM, signal.SIGINT), strict=True):
+        worker.signal(signum)
         assert await worker.wait() == 0
+        assert f"received {signal.Signals(signum).name}" in worker.output()
 
 
 async def test_sigkilled_worker_job_is_rescued_after_the_lease_and_completed_by_another(

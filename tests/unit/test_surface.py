@@ -95,3 +95,11 @@ async def test_connection_errors_never_show_the_password(caplog: pytest.LogCaptu
     assert "canary-s3cret" not in repr(info.value)
     assert all("canary-s3cret" not in r.getMessage() for r in caplog.records)
     assert any("someone:***@127.0.0.1:1" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_worker_needs_job_types() -> None:
+    app = aqueue.App("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(aqueue.ConfigurationError, match="no job types registered"):
+        async with app.worker():
+            pass
+    assert await app.drain() == 0  # nothing to run: no database needed either

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,16 +67,22 @@ class Store:
             message = message.replace(str(self._password), "***")
         return DatabaseError(operation, message)
 
+    @contextlib.contextmanager
+    def _statement(self, operation: str) -> Iterator[None]:
+        """Count one statement and turn driver errors into DatabaseError: the boundary."""
+        self._counts[operation] = self._counts.get(operation, 0) + 1
+        try:
+            yield
+        except _DRIVER_ERRORS as exc:
+            raise self._error(operation, exc) from exc
+
     @contextlib.asynccontextmanager
     async def _connect(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection's asyncpg driver connection, for statements in autocommit
         (or an explicit ``transaction()``). Broken connections are invalidated, not pooled."""
-        self._counts[operation] = self._counts.get(operation, 0) + 1
-        try:
+        with self._statement(operation):
             async with _checkout(self.engine) as driver:
                 yield driver
-        except _DRIVER_ERRORS as exc:
-            raise self._error(operation, exc) from exc
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connect(name) as conn:
@@ -106,11 +112,8 @@ class Store:
         if conn is None:
             return [row[0] for row in await self._fetch(name, *args)]
         fetch = fetch_column_on(conn)
-        self._counts[name] = self._counts.get(name, 0) + 1
-        try:
+        with self._statement(name):
             return await fetch(self._sql[name], args)
-        except _DRIVER_ERRORS as exc:
-            raise self._error(name, exc) from exc
 
     # -- worker ---------------------------------------------------------------------------
 

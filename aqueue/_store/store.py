@@ -24,6 +24,7 @@ log = logging.getLogger("aqueue.store")
 # Errors after which a pooled connection cannot be trusted again.
 _BROKEN = (
     asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,
     asyncpg.InterfaceError,
     ConnectionError,
     OSError,
@@ -85,9 +86,19 @@ class Store:
                 yield driver
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        async with self._connect(name) as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(self._sql[name], *args)
-            return rows
+        """Run one statement on a pooled connection. A connection that already read the
+        server's "terminating connection" message but not yet the socket's end refuses the
+        statement before sending a byte (InternalClientError), so running it again on a
+        fresh connection is safe even for an INSERT."""
+        with self._statement(name):
+            for _ in range(_STALE_RETRIES):
+                try:
+                    async with _checkout(self.engine) as driver:
+                        rows: list[asyncpg.Record] = await driver.fetch(self._sql[name], *args)
+                        return rows
+                except asyncpg.InternalClientError:
+                    continue  # _checkout invalidated it
+            raise asyncpg.ConnectionDoesNotExistError("every pooled connection tried was closing")
 
     # -- enqueue --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
+import asyncpg
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +95,10 @@ class WorkerProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
         self._log.close()
+
+
+async def aqueue_backends(pg: asyncpg.Connection) -> int:
+    """Server backends of aqueue's own connections (application_name ``aqueue``)."""
+    return int(
+        await pg.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aqueue'")
+    )

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 import aqueue
-from tests.helpers import eventually, sqlalchemy_dsn
+from tests.helpers import aqueue_backends, eventually, sqlalchemy_dsn
 from tests.payloads_pb2 import Other, Task
 
 
@@ -229,20 +229,13 @@ async def test_enqueue_right_after_the_server_closed_pooled_connections(
     @app.job(payload=Task)
     async def noop(payload: Task) -> None: ...
 
-    async def aqueue_backends() -> int:
-        return int(
-            await pg.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aqueue'"
-            )
-        )
-
     for n in range(20):
         await app.enqueue(noop, Task(n=n))
         await pg.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'aqueue'"
         )
-        await eventually(aqueue_backends, lambda count: count == 0, timeout_s=5)
+        await eventually(lambda: aqueue_backends(pg), lambda count: count == 0, timeout_s=5)
         await app.enqueue(noop, Task(n=n))
     got = await rows(pg, schema)
     assert len(got) == 40

@@ -11,7 +11,7 @@ import asyncpg
 
 import aqueue
 from aqueue._store.store import Store
-from tests.helpers import eventually
+from tests.helpers import aqueue_backends, eventually
 from tests.payloads_pb2 import Task
 
 
@@ -403,13 +403,6 @@ async def test_connections_the_server_closed_are_replaced_and_listen_reconnects(
     @app.job(payload=Task)
     async def after_restart(payload: Task) -> None: ...
 
-    async def aqueue_backends() -> int:
-        return int(
-            await pg.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aqueue'"
-            )
-        )
-
     async with app.worker(concurrency=2) as worker:
         await worker.wait_ready()
         await app.enqueue(after_restart, Task())  # puts a pooled producer connection in use
@@ -419,7 +412,7 @@ async def test_connections_the_server_closed_are_replaced_and_listen_reconnects(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'aqueue'"
         )
-        await eventually(aqueue_backends, lambda n: n == 0, timeout_s=5)
+        await eventually(lambda: aqueue_backends(pg), lambda n: n == 0, timeout_s=5)
         # The stale pooled connection is swapped, not failed...
         await app.enqueue(after_restart, Task())
         # ...and the worker hears about it once the listener is back, without polling.

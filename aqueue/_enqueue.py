@@ -10,7 +10,13 @@ from typing import Any
 from google.protobuf.message import Message
 
 from ._store.records import NewJobs
-from .config import MAX_TRIES_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, validate_name
+from .config import (
+    MAX_PAYLOAD_BYTES_DEFAULT,
+    MAX_TRIES_DEFAULT,
+    PRIORITY_DEFAULT,
+    QUEUE_DEFAULT,
+    validate_name,
+)
 from .errors import PayloadError
 from .registry import JobType, Registry, check_job_options
 
@@ -24,6 +30,7 @@ def new_jobs(
     delay: float | dt.timedelta | None,
     run_at: dt.datetime | None,
     queue: str | None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT,
 ) -> NewJobs:
     """Validate one enqueue call; raise ``TypeError``/``ValueError`` (or their aqueue
     subclasses) on bad input. Options left ``None`` come from the job type when this process
@@ -46,12 +53,19 @@ def new_jobs(
     if queue is None:
         queue = job_type.queue if job_type else QUEUE_DEFAULT
     validate_name("queue name", queue)
+    encoded = [p.SerializeToString() for p in payloads]
+    for index, data in enumerate(encoded):
+        if len(data) > max_payload_bytes:
+            raise PayloadError(
+                f"payload {index} of job {name!r} is {len(data)} bytes, over max_payload_bytes "
+                f"({max_payload_bytes}); store large data elsewhere and enqueue a reference"
+            )
     return NewJobs(
         job_type=name,
         queue=queue,
         priority=priority,
         max_tries=max_tries,
-        payloads=[p.SerializeToString() for p in payloads],
+        payloads=encoded,
         delay_s=_delay_seconds(delay, run_at),
         run_at=run_at,
     )

@@ -22,6 +22,7 @@ from ._store.dsn import asyncpg_url, redact_dsn
 from ._store.embedded import embedded_home, start_embedded
 from ._store.store import Store
 from .config import (
+    MAX_PAYLOAD_BYTES_DEFAULT,
     MAX_TRIES_DEFAULT,
     PRIORITY_DEFAULT,
     QUEUE_DEFAULT,
@@ -44,7 +45,8 @@ APPLICATION_NAME = "aqueue"
 class App:
     """An aqueue application: job types, and the database they are queued in.
 
-    ``App(dsn=None, *, schema="aqueue", engine=None, home=None, **worker_settings)``
+    ``App(dsn=None, *, schema="aqueue", engine=None, home=None, max_payload_bytes=1 MiB,
+    **worker_settings)``
 
     - ``dsn``: ``postgresql://...`` or ``postgresql+asyncpg://...``. ``None`` uses
       ``$AQUEUE_DSN``, else starts (or reuses) the embedded PostgreSQL of ``aqueue[embedded]``
@@ -52,6 +54,8 @@ class App:
     - ``engine``: an existing SQLAlchemy ``AsyncEngine`` (asyncpg driver) to share the
       application's pool instead of a DSN. aqueue never disposes an engine it was given.
     - ``schema``: where aqueue's tables live; a plain identifier.
+    - ``max_payload_bytes``: the largest encoded payload :meth:`enqueue` accepts (default
+      1 MiB); a larger one raises :class:`PayloadError` before any SQL.
     - ``worker_settings``: defaults for every worker of this app (see
       :class:`aqueue.WorkerSettings`), e.g. ``lease_s=30``.
 
@@ -66,8 +70,14 @@ class App:
         schema: str = SCHEMA_DEFAULT,
         engine: AsyncEngine | None = None,
         home: str | os.PathLike[str] | None = None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT,
         **worker_settings: Any,
     ) -> None:
+        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int):
+            raise ConfigurationError(f"max_payload_bytes must be an int, got {max_payload_bytes!r}")
+        if max_payload_bytes < 1:
+            raise ConfigurationError(f"max_payload_bytes must be >= 1, got {max_payload_bytes}")
+        self.max_payload_bytes = max_payload_bytes
         self.schema = validate_schema(schema)
         if dsn is not None and engine is not None:
             raise ConfigurationError("pass either dsn or engine, not both")
@@ -96,6 +106,7 @@ class App:
         queue: str = QUEUE_DEFAULT,
         priority: int = PRIORITY_DEFAULT,
         max_tries: int = MAX_TRIES_DEFAULT,
+        timeout_s: float | None = None,
     ) -> Callable[[Callable[[M], Awaitable[None]]], JobType[M]]:
         """Register an ``async def handler(payload)`` as a job type::
 
@@ -104,7 +115,9 @@ class App:
 
         ``name`` (default: the function's ``__name__``) is the ``job_type`` stored with each
         job; ``queue``, ``priority`` (higher runs first) and ``max_tries`` are the defaults
-        for jobs of this type. Returns a :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+        for jobs of this type. ``timeout_s`` bounds each attempt: one still running after it
+        is cancelled, recorded as a failure (``failure_info`` says it timed out) and retried
+        like any failure. Returns a :class:`aqueue.JobType` to pass to :meth:`enqueue`.
         """
 
         def register(handler: Callable[[M], Awaitable[None]]) -> JobType[M]:
@@ -115,6 +128,7 @@ class App:
                 queue=queue,
                 priority=priority,
                 max_tries=max_tries,
+                timeout_s=timeout_s,
             )
 
         return register
@@ -196,7 +210,17 @@ class App:
         Raises ``TypeError``/``ValueError`` (:class:`PayloadError` for the payload) before
         any SQL on bad input, :class:`DatabaseError` if the insert fails.
         """
-        rows = new_jobs(self.registry, job, [payload], priority, max_tries, delay, run_at, queue)
+        rows = new_jobs(
+            self.registry,
+            job,
+            [payload],
+            priority,
+            max_tries,
+            delay,
+            run_at,
+            queue,
+            self.max_payload_bytes,
+        )
         store = await self._get_store()
         (job_id,) = await store.enqueue(rows, conn)
         return job_id
@@ -216,11 +240,39 @@ class App:
         """Queue one job per payload in a single statement (one NOTIFY); return the ids in
         payload order. Same options and errors as :meth:`enqueue`."""
         items = list(payloads)
-        rows = new_jobs(self.registry, job, items, priority, max_tries, delay, run_at, queue)
+        rows = new_jobs(
+            self.registry,
+            job,
+            items,
+            priority,
+            max_tries,
+            delay,
+            run_at,
+            queue,
+            self.max_payload_bytes,
+        )
         if not items:
             return []
         store = await self._get_store()
         return await store.enqueue(rows, conn)
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel a job: it will not run (again). Returns whether it was cancelled.
+
+        A ``pending`` or ``error`` job becomes ``cancelled`` at once. A ``running`` job
+        becomes ``cancelled`` too, and its handler is cancelled within about a second on
+        whichever worker runs it (told through NOTIFY; its heartbeat also finds out from the
+        table). The attempt is not retried, and whatever it reports later changes nothing.
+        A job that already ended (``completed``, ``failed``, ``cancelled``) or does not exist
+        is left alone: ``False``.
+        """
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise TypeError(f"job_id must be an int, got {job_id!r}")
+        store = await self._get_store()
+        was = await store.cancel(job_id)
+        if was is not None:
+            log.info("cancel: job %d cancelled (was %s)", job_id, was)
+        return was is not None
 
     # -- workers --------------------------------------------------------------------------
 

@@ -41,6 +41,11 @@ _SETTINGS = (
         "shutdown_timeout_s",
         "seconds running jobs get to finish on SIGTERM (default 30)",
     ),
+    (
+        "--loop-block-limit-s",
+        "loop_block_limit_s",
+        "a loop blocked longer stops heartbeating, so its jobs get rescued (default 600)",
+    ),
 )
 
 

@@ -41,7 +41,8 @@ class EmbeddedUnavailableError(ConfigurationError):
 
 class PayloadError(AqueueError, TypeError):
     """Raised at enqueue when the payload is not the protobuf message type the job declared,
-    or is not a protobuf message at all. Nothing was written."""
+    is not a protobuf message at all, or encodes to more than the app's
+    ``max_payload_bytes``. Nothing was written."""
 
 
 class DatabaseError(AqueueError):

@@ -27,6 +27,8 @@ class JobType(Generic[M]):
     - ``name``: the ``job_type`` stored in the table.
     - ``payload``: the protobuf message class the handler takes.
     - ``queue``, ``priority``, ``max_tries``: defaults for jobs enqueued without overrides.
+    - ``timeout_s``: how long one attempt may run before it is cancelled and recorded as a
+      failure (retried like any failure); ``None``: no limit.
     """
 
     name: str
@@ -35,6 +37,7 @@ class JobType(Generic[M]):
     queue: str
     priority: int
     max_tries: int
+    timeout_s: float | None = None
 
     def __call__(self, payload: M) -> Awaitable[None]:
         return self.handler(payload)
@@ -66,6 +69,7 @@ class Registry:
         queue: str,
         priority: int,
         max_tries: int,
+        timeout_s: float | None = None,
     ) -> JobType[M]:
         if not (isinstance(payload, type) and issubclass(payload, Message)):
             raise TypeError(f"payload must be a protobuf message class, got {payload!r}")
@@ -74,9 +78,25 @@ class Registry:
         job_name = validate_name("job type", name or handler.__name__)
         validate_name("queue name", queue)
         check_job_options(priority, max_tries)
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not 0 < timeout_s < float("inf")
+        ):
+            raise ValueError(
+                f"timeout_s must be a number of seconds > 0, or None; got {timeout_s!r}"
+            )
         if job_name in self._types:
             raise ConfigurationError(f"job type {job_name!r} is already registered")
-        job_type = JobType(job_name, payload, handler, queue, priority, max_tries)
+        job_type = JobType(
+            job_name,
+            payload,
+            handler,
+            queue,
+            priority,
+            max_tries,
+            None if timeout_s is None else float(timeout_s),
+        )
         self._types[job_name] = job_type  # type: ignore[assignment]
         return job_type
 

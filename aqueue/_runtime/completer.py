@@ -29,12 +29,13 @@ class Completer:
         worker_id: str,
         outcomes: MemoryObjectReceiveStream[Outcome],
         on_persisted: Callable[[dict[str, int]], None],
+        outage_log: Throttled,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._outcomes = outcomes
         self._on_persisted = on_persisted
-        self._throttled = Throttled(log)
+        self._throttled = outage_log
         self.unwritten: list[Outcome] = []
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -7,8 +7,10 @@ import enum
 import logging
 import random
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import anyio
 from google.protobuf.message import DecodeError
 
 from .._store.records import ClaimedJob
@@ -54,11 +56,16 @@ def bound_text(text: str, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
 
 class Executor:
     def __init__(
-        self, registry: Registry, worker_id: str, rng: random.Random | None = None
+        self,
+        registry: Registry,
+        worker_id: str,
+        rng: random.Random | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._registry = registry
         self._worker_id = worker_id
         self._rng = rng or random.Random()
+        self._redact = redact  # scrubs the DSN's password from failure_info
 
     async def execute(self, job: ClaimedJob) -> Outcome:
         """Run one attempt. Any ``Exception`` from the handler is a failed attempt; a
@@ -82,19 +89,36 @@ class Executor:
         _current.set(
             JobInfo(job.id, job.job_type, job.queue, job.attempt, job.max_tries, self._worker_id)
         )
+        timeout_s = job_type.timeout_s
         try:
-            await job_type.handler(payload)
+            # The attempt's own deadline: a cancellation from outside (shutdown, cancel, lost
+            # lease) still propagates; only this scope's own expiry is a timeout.
+            with anyio.CancelScope(
+                deadline=anyio.current_time() + timeout_s if timeout_s else float("inf")
+            ) as limit:
+                await job_type.handler(payload)
         except Exception as exc:
-            final = job.attempt >= job.max_tries
-            log.info(
-                "fail: job %d (%s) attempt %d/%d raised %s%s",
-                job.id,
-                job.job_type,
-                job.attempt,
-                job.max_tries,
-                type(exc).__name__,
-                "; out of tries" if final else "; will retry",
+            return self._failed(job, "".join(traceback.format_exception(exc)), type(exc).__name__)
+        if limit.cancelled_caught:
+            info = (
+                f"TimeoutError: attempt {job.attempt} of job {job.id} ({job.job_type}) ran "
+                f"longer than its timeout_s={timeout_s:g} and was cancelled"
             )
-            delay = 0.0 if final else retry_delay_s(job.attempt, self._rng)
-            return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=format_failure(exc))
+            return self._failed(job, info, "TimeoutError")
         return Outcome(job, Verdict.COMPLETE)
+
+    def _failed(self, job: ClaimedJob, info: str, error: str) -> Outcome:
+        final = job.attempt >= job.max_tries
+        log.info(
+            "fail: job %d (%s) attempt %d/%d raised %s%s",
+            job.id,
+            job.job_type,
+            job.attempt,
+            job.max_tries,
+            error,
+            "; out of tries" if final else "; will retry",
+        )
+        delay = 0.0 if final else retry_delay_s(job.attempt, self._rng)
+        return Outcome(
+            job, Verdict.FAIL, delay_s=delay, failure_info=bound_text(self._redact(info))
+        )

@@ -1,18 +1,37 @@
-"""Heartbeat: extends the leases of this worker's running jobs, and reports the attempts
-whose lease is gone (another worker rescued them) so they can be cancelled."""
+"""Heartbeat: extends the leases of this worker's running jobs from a thread of its own, with
+its own event loop and connection, so that a handler blocking the worker's event loop (a
+``time.sleep`` in an ``async def``) cannot stop it. It also watches that loop: it names the
+handler that blocks it, and stops heartbeating when it stays blocked past
+``loop_block_limit_s``, so the jobs of a hung process get rescued. Attempts whose lease is
+gone (cancelled, or rescued by another worker) are reported back to the loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import sys
+import threading
+import time
+import types
 from collections.abc import Callable
 
 import anyio
+import asyncpg
 
 from .._store.store import Store
 from ..errors import DatabaseError
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
+
+WATCH_TICK_S = 0.25  # how often the thread looks at the loop (and at a pending beat)
+LOOP_BLOCKED_WARN_S = 1.0  # a loop blocked this long gets a warning naming the culprit
+POKE_MIN_INTERVAL_S = 0.05  # a burst of cancel hints costs one extra beat, not many
+CONNECT_TIMEOUT_S = 10.0
+
+Held = Callable[[], list[tuple[int, int]]]
+Lost = Callable[[dict[int, str | None]], None]
 
 
 class Heartbeat:
@@ -22,32 +41,155 @@ class Heartbeat:
         worker_id: str,
         lease_s: float,
         interval_s: float,
-        running: Callable[[], list[tuple[int, int]]],
-        on_lost: Callable[[list[tuple[int, int]]], None],
+        loop_block_limit_s: float,
+        held: Held,
+        on_lost: Lost,
+        describe_loop: Callable[[types.FrameType | None], str],
+        outage_log: Throttled,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._lease_s = lease_s
         self._interval_s = interval_s
-        self._running = running
+        self._block_limit_s = loop_block_limit_s
+        self._held = held
         self._on_lost = on_lost
-        self._throttled = Throttled(log)
+        self._describe_loop = describe_loop
+        self._outage_log = outage_log
+        self._clock = clock
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._acked = 0  # written by the worker's loop, read by the thread
         self.beats = 0
+        self.blocked_s = 0.0  # how long the worker's loop has been blocked now
+        self.beating = True  # False while the loop is blocked past the limit
+
+    def poke(self) -> None:
+        """Check the table now (a cancel hint arrived). Thread-safe."""
+        self._wakeup.set()
 
     async def run(self) -> None:
-        while True:
-            await anyio.sleep(self._interval_s)
-            held = self._running()
-            if not held:
-                continue
-            try:
-                kept = await self._store.heartbeat(
-                    self._worker_id, [h[0] for h in held], [h[1] for h in held], self._lease_s
-                )
-            except DatabaseError as exc:
-                self._throttled.warning("heartbeat: %s", exc)
-                continue
-            self.beats += 1
-            lost = [h for h in held if h[0] not in kept]
-            if lost:
-                self._on_lost(lost)
+        """Run the heartbeat thread until cancelled; the thread is joined before returning."""
+        loop = asyncio.get_running_loop()
+        thread = threading.Thread(
+            target=self._thread_main,
+            args=(loop, threading.get_ident()),
+            name=f"aqueue-heartbeat-{self._worker_id}",
+            daemon=True,  # never keeps a dying interpreter alive; joined below otherwise
+        )
+        thread.start()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._stop.set()
+            self._wakeup.set()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(thread.join, CONNECT_TIMEOUT_S + 5)
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _thread_main(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> None:
+        try:
+            asyncio.run(self._beat_forever(loop, loop_thread))
+        except BaseException:
+            # A bug here must not pass silently: without heartbeats the jobs get rescued.
+            log.exception("heartbeat: the heartbeat thread crashed; leases will expire")
+            raise
+
+    def _ack(self, seq: int) -> None:
+        self._acked = seq
+
+    async def _beat_forever(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> None:
+        conn: asyncpg.Connection | None = None
+        next_beat = self._clock() + self._interval_s
+        last_beat = -float("inf")
+        probe_seq, probe_sent = 0, self._clock()
+        warned = False
+        try:
+            while not self._stop.is_set():
+                # Blocking here is fine: this loop runs nothing but this coroutine.
+                poked = self._wakeup.wait(WATCH_TICK_S)
+                self._wakeup.clear()
+                if self._stop.is_set():
+                    return
+                now = self._clock()
+                # Loop watch: a probe scheduled on the worker's loop that has not run yet
+                # means the loop has been busy since it was sent.
+                if self._acked >= probe_seq:
+                    if warned:
+                        log.warning("the event loop is running again after %.1f s", self.blocked_s)
+                        warned = False
+                    self.blocked_s = 0.0
+                    self.beating = True
+                    probe_seq += 1
+                    probe_sent = now
+                    try:
+                        loop.call_soon_threadsafe(self._ack, probe_seq)
+                    except RuntimeError:
+                        return  # the worker's loop is closed
+                else:
+                    self.blocked_s = now - probe_sent
+                if self.blocked_s >= LOOP_BLOCKED_WARN_S and not warned:
+                    warned = True
+                    frame = sys._current_frames().get(loop_thread)
+                    log.warning(
+                        "the event loop has been blocked for %.1f s by %s; heartbeats go on "
+                        "from their own thread, but nothing else in this worker runs meanwhile "
+                        "(run blocking calls with anyio.to_thread.run_sync)",
+                        self.blocked_s,
+                        self._describe_loop(frame),
+                    )
+                if self.blocked_s > self._block_limit_s:
+                    if self.beating:
+                        self.beating = False
+                        log.error(
+                            "heartbeat: the event loop has been blocked for %.0f s, over "
+                            "loop_block_limit_s (%.0f s); no more heartbeats, so this worker's "
+                            "jobs will be rescued when their leases expire",
+                            self.blocked_s,
+                            self._block_limit_s,
+                        )
+                    continue
+                due = now >= next_beat or (poked and now - last_beat >= POKE_MIN_INTERVAL_S)
+                if not due:
+                    continue
+                next_beat = now + self._interval_s
+                held = self._held()
+                if not held:
+                    continue
+                last_beat = now
+                conn = await self._beat(conn, held, loop)
+        finally:
+            if conn is not None:
+                conn.terminate()
+
+    async def _beat(
+        self,
+        conn: asyncpg.Connection | None,
+        held: list[tuple[int, int]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> asyncpg.Connection | None:
+        """One heartbeat; returns the connection to use next time (None: reconnect)."""
+        try:
+            if conn is None or conn.is_closed():
+                conn = await self._store.connect_direct(CONNECT_TIMEOUT_S)
+            lost = await self._store.heartbeat(
+                self._worker_id,
+                [h[0] for h in held],
+                [h[1] for h in held],
+                self._lease_s,
+                conn=conn,
+                timeout_s=max(self._interval_s, 1.0),
+            )
+        except DatabaseError as exc:
+            self._outage_log.warning("heartbeat: %s", exc)
+            if conn is not None:
+                conn.terminate()
+            return None
+        self.beats += 1
+        if lost:
+            # RuntimeError: the worker's loop is closed; nothing is left to cancel.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_lost, lost)
+        return conn

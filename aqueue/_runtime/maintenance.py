@@ -18,12 +18,16 @@ log = logging.getLogger("aqueue.worker")
 
 class Maintenance:
     def __init__(
-        self, store: Store, interval_s: float, on_rescued: Callable[[dict[int, str]], None]
+        self,
+        store: Store,
+        interval_s: float,
+        on_rescued: Callable[[dict[int, str]], None],
+        outage_log: Throttled,
     ) -> None:
         self._store = store
         self._interval_s = interval_s
         self._on_rescued = on_rescued
-        self._throttled = Throttled(log)
+        self._throttled = outage_log
 
     async def run(self) -> None:
         while True:

@@ -9,31 +9,46 @@ from collections.abc import Callable, Collection
 import anyio
 from anyio.abc import TaskStatus
 
-from .._store.store import Store
+from .._store.store import Listening, Store
 from ..errors import DatabaseError
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
 
-RECONNECT_BACKOFF_MAX_S = 5.0
+RECONNECT_BACKOFF_MAX_S = 2.0
+PING_TIMEOUT_S = 5.0
+CANCEL_PREFIX = "!cancel "  # '!' and ' ' are not allowed in queue names
 
 
 class Notifier:
     def __init__(
-        self, store: Store, queues: Collection[str] | None, wake: Callable[[], None]
+        self,
+        store: Store,
+        queues: Collection[str] | None,
+        wake: Callable[[], None],
+        on_cancel_hint: Callable[[int], None],
+        outage_log: Throttled,
+        keepalive_s: float,
     ) -> None:
         self._store = store
         self._queues = None if queues is None else frozenset(queues)
         self._wake = wake
-        self._throttled = Throttled(log)
+        self._on_cancel_hint = on_cancel_hint
+        self._throttled = outage_log
+        self._keepalive_s = keepalive_s
         self.notifications = 0
         self.listening = False
 
     def _on_notify(self, payload: str) -> None:
         self.notifications += 1
-        # The payload names the queue that got jobs. Notifications are hints: one for another
-        # queue (or garbage) is ignored, and the table decides what is claimed.
-        if self._queues is None or payload in self._queues:
+        # Notifications are hints, and anyone who can connect can send one: the payload names
+        # the queue that got jobs, or ('!cancel <id>') a job someone cancelled. One for another
+        # queue, or garbage, is ignored; the table decides what is claimed or cancelled.
+        if payload.startswith(CANCEL_PREFIX):
+            job_id = payload[len(CANCEL_PREFIX) :]
+            if job_id.isascii() and job_id.isdigit() and len(job_id) < 20:
+                self._on_cancel_hint(int(job_id))
+        elif self._queues is None or payload in self._queues:
             self._wake()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -43,7 +58,7 @@ class Notifier:
         backoff = 0.1
         while True:
             try:
-                async with self._store.listen(self._on_notify) as lost:
+                async with self._store.listen(self._on_notify) as listening:
                     self.listening = True
                     backoff = 0.1
                     if started:
@@ -52,7 +67,7 @@ class Notifier:
                     else:
                         started = True
                         task_status.started()
-                    await lost.wait()
+                    await self._watch(listening)
             except DatabaseError as exc:
                 if not started:
                     raise
@@ -63,3 +78,16 @@ class Notifier:
                 self._throttled.warning("listen: connection lost; reconnecting")
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
+
+    async def _watch(self, listening: Listening) -> None:
+        """Return when the connection is lost, or stops answering a keepalive ping: a TCP
+        connection that died without a FIN would otherwise look alive forever."""
+        while True:
+            with anyio.move_on_after(self._keepalive_s):
+                await listening.lost.wait()
+                return
+            try:
+                await listening.ping(PING_TIMEOUT_S)
+            except DatabaseError as exc:
+                self._throttled.warning("listen: keepalive failed: %s", exc)
+                return

@@ -20,7 +20,7 @@ log = logging.getLogger("aqueue.worker")
 # When jobs are due but another worker holds their row locks (SKIP LOCKED skipped them), look
 # again soon, backing off while that lasts.
 LOCKED_RETRY_MIN_S = 0.02
-ERROR_BACKOFF_MAX_S = 5.0
+ERROR_BACKOFF_MAX_S = 2.0
 
 
 class Scheduler:
@@ -33,6 +33,7 @@ class Scheduler:
         free_slots: Callable[[], int],
         start_job: Callable[[ClaimedJob], None],
         on_change: Callable[[], None],
+        outage_log: Throttled,
         *,
         exit_when_idle: bool = False,
     ) -> None:
@@ -46,7 +47,7 @@ class Scheduler:
         self._exit_when_idle = exit_when_idle
         self._wake = anyio.Event()
         self._stopping = False
-        self._throttled = Throttled(log)
+        self._throttled = outage_log
         self._locked_wait = LOCKED_RETRY_MIN_S
         self.claims = 0
         self.claimed = 0

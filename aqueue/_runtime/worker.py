@@ -7,6 +7,7 @@ import math
 import os
 import secrets
 import socket
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from ..registry import Registry
 from .completer import Completer
 from .executor import Executor, Outcome, Verdict
 from .heartbeat import Heartbeat
+from .logs import Throttled
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .scheduler import Scheduler
@@ -28,6 +30,18 @@ log = logging.getLogger("aqueue.worker")
 
 COMPLETER_FLUSH_TIMEOUT_S = 10.0
 FINAL_FLUSH_TIMEOUT_S = 5.0
+
+
+_EXECUTE_CODE = Executor.execute.__code__
+
+
+def _handler_names(registry: Registry) -> dict[types.CodeType, str]:
+    names: dict[types.CodeType, str] = {}
+    for job_type in registry:
+        code = getattr(job_type.handler, "__code__", None)
+        if isinstance(code, types.CodeType):
+            names[code] = job_type.name
+    return names
 
 
 def new_worker_id() -> str:
@@ -54,6 +68,7 @@ class WorkerStatistics:
     failed: int
     retried: int
     stale: int
+    cancelled: int
     rescued: int
     claims: int
     notifications: int
@@ -62,8 +77,10 @@ class WorkerStatistics:
 
     @property
     def processed(self) -> int:
-        """Outcomes persisted: completed + errored + failed + retried + stale."""
-        return self.completed + self.errored + self.failed + self.retried + self.stale
+        """Attempts finished: completed + errored + failed + retried + stale + cancelled."""
+        return (
+            self.completed + self.errored + self.failed + self.retried + self.stale + self.cancelled
+        )
 
 
 @dataclass(slots=True)
@@ -99,12 +116,15 @@ class Worker:
         self._hard_stop = anyio.Event()
         self._stopping = False
         self._counts = dict.fromkeys(
-            ("completed", "error", "failed", "retried", "stale", "rescued"), 0
+            ("completed", "error", "failed", "retried", "stale", "cancelled", "rescued"), 0
         )
         self._jobs_tg: anyio.abc.TaskGroup | None = None
         self._unwritten: list[Outcome] = []
         self._outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](math.inf)
-        self._executor = Executor(registry, self.worker_id)
+        # One throttle for every service: an outage is logged about once a second in all.
+        self._outage_log = Throttled(log)
+        self._executor = Executor(registry, self.worker_id, redact=store.redact)
+        self._handler_names = _handler_names(registry)
         self._scheduler = Scheduler(
             store,
             settings,
@@ -113,19 +133,34 @@ class Worker:
             self._free_slots,
             self._start_job,
             self._signal_change,
+            self._outage_log,
             exit_when_idle=exit_when_idle,
         )
-        self._notifier = Notifier(store, settings.queues, self._scheduler.wake)
-        self._completer = Completer(store, self.worker_id, outcome_receive, self._persisted)
+        self._notifier = Notifier(
+            store,
+            settings.queues,
+            self._scheduler.wake,
+            self._cancel_hint,
+            self._outage_log,
+            keepalive_s=settings.poll_interval_s,
+        )
+        self._completer = Completer(
+            store, self.worker_id, outcome_receive, self._persisted, self._outage_log
+        )
         self._heartbeat = Heartbeat(
             store,
             self.worker_id,
             settings.lease_s,
             settings.heartbeat_s,
+            settings.loop_block_limit_s,
             self._held_leases,
             self._leases_lost,
+            self._describe_loop,
+            self._outage_log,
         )
-        self._maintenance = Maintenance(store, settings.maintenance_interval_s, self._rescued)
+        self._maintenance = Maintenance(
+            store, settings.maintenance_interval_s, self._rescued, self._outage_log
+        )
 
     # -- public ---------------------------------------------------------------------------
 
@@ -139,6 +174,7 @@ class Worker:
             failed=c["failed"],
             retried=c["retried"],
             stale=c["stale"],
+            cancelled=c["cancelled"],
             rescued=c["rescued"],
             claims=self._scheduler.claims,
             notifications=self._notifier.notifications,
@@ -292,20 +328,53 @@ class Worker:
             self._signal_change()
 
     def _held_leases(self) -> list[tuple[int, int]]:
-        return [(e.job.id, e.job.attempt) for e in self._running.values()]
+        # Called from the heartbeat thread: dict.copy() is one step under the GIL, so it
+        # never sees the dict change size mid-iteration.
+        return [(e.job.id, e.job.attempt) for e in self._running.copy().values()]
 
-    def _leases_lost(self, lost: list[tuple[int, int]]) -> None:
-        for job_id, attempt in lost:
+    def _cancel_hint(self, job_id: int) -> None:
+        # Only a hint (anyone may NOTIFY): ask the table, through an early heartbeat.
+        if job_id in self._running:
+            self._heartbeat.poke()
+
+    def _leases_lost(self, lost: dict[int, str | None]) -> None:
+        for job_id, state in lost.items():
             entry = self._running.get(job_id)
-            if entry is not None and entry.job.attempt == attempt:
+            if entry is None or entry.cancel_reason is not None:
+                continue
+            if state == "cancelled":
+                log.info("cancel: job %d was cancelled; cancelling its handler", job_id)
+                entry.cancel_reason = "cancelled"
+                self._counts["cancelled"] += 1
+            else:
                 log.warning(
-                    "heartbeat: lost the lease of job %d (attempt %d); cancelling it",
+                    "heartbeat: lost the lease of job %d (attempt %d, now %s); cancelling it",
                     job_id,
-                    attempt,
+                    entry.job.attempt,
+                    state,
                 )
                 entry.cancel_reason = "lease lost"
-                entry.scope.cancel()
                 self._counts["stale"] += 1
+            entry.scope.cancel()
+
+    def _describe_loop(self, frame: types.FrameType | None) -> str:
+        """Where the (blocked) event loop is, from the heartbeat thread: the handler and its
+        running jobs when a handler is on the stack, else the innermost frame."""
+        where = "unknown code"
+        if frame is not None:
+            code = frame.f_code
+            where = f"{code.co_name} ({code.co_filename}:{frame.f_lineno})"
+        while frame is not None:
+            caller = frame.f_back
+            # The frame Executor.execute awaits is the handler's, whatever decorates it.
+            if caller is not None and caller.f_code is _EXECUTE_CODE:
+                name = self._handler_names.get(frame.f_code, frame.f_code.co_qualname)
+                ids = sorted(
+                    e.job.id for e in self._running.copy().values() if e.job.job_type == name
+                )
+                return f"handler {name!r} (running job(s) {ids[:10]}) at {where}"
+            frame = caller
+        return where
 
     def _persisted(self, counts: dict[str, int]) -> None:
         for key, value in counts.items():

@@ -31,6 +31,8 @@ _BROKEN = (
     TimeoutError,
 )
 _STALE_RETRIES = 32  # after a server restart, every idle pooled connection is stale
+# URL query options SQLAlchemy's asyncpg dialect consumes itself; asyncpg.connect refuses them.
+_SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 _DRIVER_ERRORS = (asyncpg.PostgresError, sqlalchemy.exc.SQLAlchemyError, *_BROKEN)
 
 
@@ -46,8 +48,9 @@ class StoreStatistics:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, schema: str) -> None:
+    def __init__(self, engine: AsyncEngine, schema: str, application_name: str = "aqueue") -> None:
         self.engine = engine
+        self.application_name = application_name
         self.schema = schema
         self.channel = sql.channel_for(schema)
         self._sql = {
@@ -62,11 +65,14 @@ class Store:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _error(self, operation: str, exc: BaseException) -> DatabaseError:
-        message = f"{type(exc).__name__}: {exc}"
+    def redact(self, text: str) -> str:
+        """``text`` with the DSN's password replaced by ``***``."""
         if self._password:
-            message = message.replace(str(self._password), "***")
-        return DatabaseError(operation, message)
+            return text.replace(str(self._password), "***")
+        return text
+
+    def _error(self, operation: str, exc: BaseException) -> DatabaseError:
+        return DatabaseError(operation, self.redact(f"{type(exc).__name__}: {exc}"))
 
     @contextlib.contextmanager
     def _statement(self, operation: str) -> Iterator[None]:
@@ -173,19 +179,52 @@ class Store:
         return {row[0] for row in rows}
 
     async def heartbeat(
-        self, worker_id: str, ids: list[int], attempts: list[int], lease_s: float
-    ) -> set[int]:
-        rows = await self._fetch("heartbeat", ids, attempts, worker_id, lease_s)
-        return {row[0] for row in rows}
+        self,
+        worker_id: str,
+        ids: list[int],
+        attempts: list[int],
+        lease_s: float,
+        conn: asyncpg.Connection | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[int, str | None]:
+        """Extend the leases held; return the attempts no longer held, with their job's
+        state now. On ``conn`` (the heartbeat thread's own connection) when given."""
+        args = (ids, attempts, worker_id, lease_s)
+        if conn is None:
+            rows = await self._fetch("heartbeat", *args)
+        else:
+            with self._statement("heartbeat"):
+                rows = await conn.fetch(self._sql["heartbeat"], *args, timeout=timeout_s)
+        return {row[0]: row[1] for row in rows}
+
+    async def connect_direct(self, timeout_s: float) -> asyncpg.Connection:
+        """A connection of its own, outside the pool, for a thread with its own event loop
+        (pooled connections belong to the worker's loop)."""
+        with self._statement("connect"):
+            _args, options = self.engine.dialect.create_connect_args(self.engine.url)
+            for key in _SQLALCHEMY_ONLY_OPTIONS:
+                options.pop(key, None)
+            return await asyncpg.connect(
+                **options,
+                timeout=timeout_s,
+                server_settings={"application_name": self.application_name},
+            )
+
+    async def cancel(self, job_id: int) -> str | None:
+        """Cancel job ``job_id`` if it is pending, error or running; return the state it had,
+        or ``None`` when it was not cancellable (unknown, or already finished)."""
+        rows = await self._fetch("cancel", job_id)
+        return str(rows[0][0]) if rows else None
 
     async def rescue(self) -> dict[int, str]:
         rows = await self._fetch("rescue")
         return {row[0]: row[1] for row in rows}
 
     @contextlib.asynccontextmanager
-    async def listen(self, on_notify: Callable[[str], None]) -> AsyncIterator[anyio.Event]:
+    async def listen(self, on_notify: Callable[[str], None]) -> AsyncIterator[Listening]:
         """Hold one pooled connection LISTENing on this schema's channel; ``on_notify`` gets
-        each payload (it must only signal). Yields an event set when the connection is lost."""
+        each payload (it must only signal). Yields a :class:`Listening`: its ``lost`` event
+        is set when the connection is lost; ``ping()`` checks that it still answers."""
         lost = anyio.Event()
 
         def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
@@ -198,12 +237,16 @@ class Store:
             await conn.add_listener(self.channel, notified)
             conn.add_termination_listener(terminated)
             try:
-                yield lost
+                yield Listening(self, conn, lost)
             finally:
                 conn.remove_termination_listener(terminated)
                 if not conn.is_closed():
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         await conn.remove_listener(self.channel, notified)
+
+    async def _ping(self, conn: asyncpg.Connection, timeout_s: float) -> None:
+        with self._statement("ping"):
+            await conn.fetchval("SELECT 1", timeout=timeout_s)
 
     # -- migrations -----------------------------------------------------------------------
 
@@ -224,6 +267,20 @@ class Store:
                 await conn.execute(self._sql["migrate_record"], migration.version, migration.name)
                 applied_now.append(migration.version)
         return applied_now
+
+
+@dataclass(slots=True)
+class Listening:
+    """The LISTEN connection, as :meth:`Store.listen` yields it."""
+
+    _store: Store
+    _conn: asyncpg.Connection
+    lost: anyio.Event
+
+    async def ping(self, timeout_s: float) -> None:
+        """Raise :class:`DatabaseError` unless the connection answers within ``timeout_s``
+        (a keepalive: a silently dead TCP connection would otherwise never notify again)."""
+        await self._store._ping(self._conn, timeout_s)
 
 
 @contextlib.asynccontextmanager

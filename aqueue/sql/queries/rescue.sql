@@ -1,5 +1,6 @@
 -- rescue: return running jobs whose lease expired (their worker died or stalled) to the queue,
--- due now; the attempt counts, so a job out of tries ends failed. Any worker may run this.
+-- keeping its place in line (it was due already); the attempt counts, so a job out of tries
+-- ends failed. Any worker may run this.
 WITH expired AS (
     SELECT id
     FROM {schema}.background_jobs
@@ -10,7 +11,7 @@ rescued AS (
     UPDATE {schema}.background_jobs AS j
     SET state = CASE WHEN j.try_count >= j.max_tries
                      THEN 'failed' ELSE 'error' END::{schema}.job_state,
-        next_attempt_after = now(),
+        next_attempt_after = least(j.next_attempt_after, now()),
         failure_info = 'WorkerLost: worker ' || coalesce(j.worker_id, '?')
             || ' stopped renewing its lease during attempt ' || j.try_count
             || '; the lease expired at ' || j.lease_expires_at::text,

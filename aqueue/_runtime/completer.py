@@ -98,11 +98,13 @@ class Completer:
         returned = [o for o in batch if o.verdict is Verdict.RETRY]
         counts = {"completed": 0, "error": 0, "failed": 0, "retried": 0, "stale": 0}
         wid = self._worker_id
+        written: set[int] = set()
         if done:
             changed = await self._store.complete(
                 wid, [o.job.id for o in done], [o.job.attempt for o in done]
             )
             counts["completed"] += len(changed)
+            written |= changed
         if failed:
             states = await self._store.fail(
                 wid,
@@ -114,17 +116,20 @@ class Completer:
             )
             for state in states.values():
                 counts[state] += 1
+            written |= states.keys()
         if returned:
             changed = await self._store.retry(
                 wid, [o.job.id for o in returned], [o.job.attempt for o in returned]
             )
             counts["retried"] += len(changed)
+            written |= changed
         counts["stale"] = len(batch) - sum(counts.values())
         if counts["stale"]:
             # The lease was lost (rescued by another worker): the row is no longer ours.
             log.warning(
                 "complete: %d outcome(s) came after their lease was lost; the jobs "
-                "belong to another attempt now and were left alone",
+                "belong to another attempt now and were left alone: %s",
                 counts["stale"],
+                sorted(o.job.id for o in batch if o.job.id not in written)[:20],
             )
         return counts

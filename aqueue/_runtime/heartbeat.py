@@ -183,7 +183,7 @@ class Heartbeat:
                 timeout_s=max(self._interval_s, 1.0),
             )
         except DatabaseError as exc:
-            self._outage_log.warning("heartbeat: %s", exc)
+            self._outage_log.warning("%s", exc)
             if conn is not None:
                 conn.terminate()
             return None

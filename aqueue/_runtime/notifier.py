@@ -71,7 +71,7 @@ class Notifier:
             except DatabaseError as exc:
                 if not started:
                     raise
-                self._throttled.warning("listen: %s; reconnecting in %.1f s", exc, backoff)
+                self._throttled.warning("%s; reconnecting in %.1f s", exc, backoff)
             finally:
                 self.listening = False
             if started:

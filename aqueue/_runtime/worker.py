@@ -159,7 +159,13 @@ class Worker:
             self._outage_log,
         )
         self._maintenance = Maintenance(
-            store, settings.maintenance_interval_s, self._rescued, self._outage_log
+            store,
+            self.worker_id,
+            settings.maintenance_interval_s,
+            settings.lease_s,
+            lambda: list(self._running),
+            self._rescued,
+            self._outage_log,
         )
 
     # -- public ---------------------------------------------------------------------------

@@ -31,6 +31,13 @@ _BROKEN = (
     TimeoutError,
 )
 _STALE_RETRIES = 32  # after a server restart, every idle pooled connection is stale
+# Errors that mean "no server there" rather than "the server said no".
+_UNREACHABLE = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.ConnectionFailureError,
+)
 # URL query options SQLAlchemy's asyncpg dialect consumes itself; asyncpg.connect refuses them.
 _SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 _DRIVER_ERRORS = (asyncpg.PostgresError, sqlalchemy.exc.SQLAlchemyError, *_BROKEN)
@@ -72,7 +79,10 @@ class Store:
         return text
 
     def _error(self, operation: str, exc: BaseException) -> DatabaseError:
-        return DatabaseError(operation, self.redact(f"{type(exc).__name__}: {exc}"))
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, _UNREACHABLE):
+            message = f"database unreachable ({message})"
+        return DatabaseError(operation, self.redact(message))
 
     @contextlib.contextmanager
     def _statement(self, operation: str) -> Iterator[None]:
@@ -216,8 +226,10 @@ class Store:
         rows = await self._fetch("cancel", job_id)
         return str(rows[0][0]) if rows else None
 
-    async def rescue(self) -> dict[int, str]:
-        rows = await self._fetch("rescue")
+    async def rescue(self, worker_id: str, running: list[int]) -> dict[int, str]:
+        """Return expired leases to the queue, except those of the ``running`` jobs of
+        ``worker_id`` (the caller); ``{id: new state}``."""
+        rows = await self._fetch("rescue", worker_id, running)
         return {row[0]: row[1] for row in rows}
 
     @contextlib.asynccontextmanager
@@ -246,7 +258,11 @@ class Store:
 
     async def _ping(self, conn: asyncpg.Connection, timeout_s: float) -> None:
         with self._statement("ping"):
-            await conn.fetchval("SELECT 1", timeout=timeout_s)
+            await conn.fetchval(self._sql["ping"], timeout=timeout_s)
+
+    async def ping(self) -> None:
+        """Run the ping statement on a pooled connection: the database answers."""
+        await self._fetch("ping")
 
     # -- migrations -----------------------------------------------------------------------
 

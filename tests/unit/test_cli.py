@@ -33,3 +33,8 @@ def test_load_app_returns_the_app() -> None:
 def test_bad_setting_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["worker", "--app", "examples.mail:app", "--lease-s", "-1"]) == 2
     assert "lease_s must be > 0" in capsys.readouterr().err
+
+
+def test_loop_block_limit_is_a_cli_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--app", "examples.mail:app", "--loop-block-limit-s", "0"]) == 2
+    assert "loop_block_limit_s must be > 0" in capsys.readouterr().err

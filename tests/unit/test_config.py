@@ -10,6 +10,11 @@ def test_defaults() -> None:
     s = WorkerSettings.resolve({}, environ={})
     assert (s.concurrency, s.lease_s, s.heartbeat_s, s.poll_interval_s) == (16, 30.0, 10.0, 5.0)
     assert (s.maintenance_interval_s, s.shutdown_timeout_s, s.queues) == (5.0, 30.0, None)
+    assert s.loop_block_limit_s == 600.0
+    assert (
+        WorkerSettings.resolve({}, environ={"AQUEUE_LOOP_BLOCK_LIMIT_S": "60"}).loop_block_limit_s
+        == 60
+    )
 
 
 def test_argument_beats_environment_beats_default() -> None:
@@ -30,6 +35,7 @@ def test_argument_beats_environment_beats_default() -> None:
         ({"concurrency": 2.5}, {}, "concurrency: invalid value 2.5"),
         ({"queues": ["ok", "not ok"]}, {}, "queue name"),
         ({"lease_ms": 3}, {}, "unknown worker setting"),
+        ({"loop_block_limit_s": 0}, {}, "loop_block_limit_s must be > 0"),
     ],
 )
 def test_bad_settings_are_refused_with_their_source(

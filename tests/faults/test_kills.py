@@ -61,13 +61,20 @@ async def test_sigkill_mid_job_reruns_only_its_jobs_each_rescued_in_time(
     assert rerun, "the victim was killed mid-job, so some jobs must have run again"
     for rows in rerun.values():
         assert [r["pid"] for r in rows[:-1]] == [victim.pid] * (len(rows) - 1)
-    # Every job the victim was running when it died: rescued and started again in time.
-    rescue_s = [(rows[1]["at"] - killed_at).total_seconds() for rows in rerun.values()]
-    bound = LEASE_S + MAINTENANCE_INTERVAL_S + 2
+    # Every job the victim was running when it died: rescued in time, and started again.
+    rescued = await db.fetch(
+        f"SELECT extract(epoch FROM substring(failure_info FROM 'rescued at (.*)$')::timestamptz"
+        f" - $1::timestamptz) AS rescue_s FROM {fschema}.background_jobs WHERE id = ANY($2)",
+        killed_at,
+        list(rerun),
+    )
+    rescue_s = [float(r["rescue_s"]) for r in rescued]
+    restart_s = [(rows[1]["at"] - killed_at).total_seconds() for rows in rerun.values()]
     record_figure("1 SIGKILL: jobs rerun", len(rerun))
-    record_figure("1 SIGKILL: kill to restart, max s", round(max(rescue_s), 2))
-    assert max(rescue_s) <= bound, sorted(rescue_s)
+    record_figure("1 SIGKILL: kill to rescue, max s", max(rescue_s))
+    record_figure("1 SIGKILL: kill to second start, max s", max(restart_s))
     assert min(rescue_s) > 0
+    assert max(rescue_s) <= LEASE_S + MAINTENANCE_INTERVAL_S + 2, sorted(rescue_s)
 
 
 async def test_sigstopped_owner_loses_its_job_and_its_late_writes_change_nothing(

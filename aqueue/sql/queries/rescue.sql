@@ -17,7 +17,8 @@ rescued AS (
         next_attempt_after = least(j.next_attempt_after, now()),
         failure_info = 'WorkerLost: worker ' || coalesce(j.worker_id, '?')
             || ' stopped renewing its lease during attempt ' || j.try_count
-            || '; the lease expired at ' || j.lease_expires_at::text,
+            || '; the lease expired at ' || j.lease_expires_at::text
+            || '; rescued at ' || now()::text,
         worker_id = NULL,
         lease_expires_at = NULL
     FROM expired

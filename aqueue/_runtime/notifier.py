@@ -80,8 +80,8 @@ class Notifier:
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
 
     async def _watch(self, listening: Listening) -> None:
-        """Return when the connection is lost, or stops answering a keepalive ping: a TCP
-        connection that died without a FIN would otherwise look alive forever."""
+        """Return when the connection is lost; raise when it stops answering a keepalive
+        ping (a connection that died without a goodbye would otherwise look alive forever)."""
         while True:
             with anyio.move_on_after(self._keepalive_s):
                 await listening.lost.wait()
@@ -89,5 +89,4 @@ class Notifier:
             try:
                 await listening.ping(PING_TIMEOUT_S)
             except DatabaseError as exc:
-                self._throttled.warning("listen: keepalive failed: %s", exc)
-                return
+                raise DatabaseError("listen", f"keepalive failed: {exc}") from exc

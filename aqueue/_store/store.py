@@ -248,11 +248,15 @@ class Store:
         async with self._connect("listen") as conn:
             await conn.add_listener(self.channel, notified)
             conn.add_termination_listener(terminated)
+            broken = False
             try:
                 yield Listening(self, conn, lost)
+            except DatabaseError:
+                broken = True  # _checkout invalidates it; UNLISTEN would only wait on it
+                raise
             finally:
                 conn.remove_termination_listener(terminated)
-                if not conn.is_closed():
+                if not broken and not conn.is_closed():
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         await conn.remove_listener(self.channel, notified)
 
@@ -315,8 +319,9 @@ async def _checkout(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
                 continue
             try:
                 yield driver
-            except _BROKEN:
-                await _invalidate(sa_conn)
+            except BaseException as exc:
+                if isinstance(exc, _BROKEN) or isinstance(exc.__cause__, _BROKEN):
+                    await _invalidate(sa_conn)
                 raise
             return
     raise asyncpg.ConnectionDoesNotExistError("every pooled connection tried was closed")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -9,6 +11,7 @@ import anyio
 import asyncpg
 
 import aqueue
+from aqueue._runtime.notifier import PING_TIMEOUT_S
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import POLL_INTERVAL_S
 from tests.faults.report import record_figure
@@ -201,3 +204,32 @@ async def test_postgres_down_for_30_s_worker_stays_up_logs_little_and_resumes(
 
 async def _count(db: asyncpg.Connection, query: str) -> int:
     return int(await db.fetchval(query))
+
+
+async def test_a_listen_connection_that_stops_answering_is_replaced(
+    fapp: aqueue.App, db: asyncpg.Connection, fschema: str, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """A connection that dies without a goodbye (a frozen server process, a dropped network
+    path) never errors by itself: only the keepalive ping finds out."""
+    worker = spawn("--concurrency", "2")
+    await worker.wait_started()
+    (backend,) = await eventually(lambda: listen_backends(db), lambda pids: len(pids) == 1)
+    os.kill(backend, signal.SIGSTOP)  # the socket stays open; nothing answers on it
+    frozen = time.monotonic()
+    try:
+        await eventually(
+            lambda: _output(worker), lambda out: "listen: reconnected" in out, timeout_s=30
+        )
+        noticed_s = time.monotonic() - frozen
+    finally:
+        os.kill(backend, signal.SIGCONT)
+        await db.fetchval("SELECT pg_terminate_backend($1)", backend)
+    record_figure("16 frozen LISTEN backend: replaced after s", noticed_s)
+    assert "keepalive failed" in worker.output()
+    # Ping every poll interval, each given 5 s to answer.
+    assert noticed_s <= POLL_INTERVAL_S + PING_TIMEOUT_S + 3
+    latencies = []
+    for n in range(3):
+        job_id = await fapp.enqueue("record", Task(n=n))
+        latencies.append(await start_latency_s(db, fschema, job_id))
+    assert max(latencies) < 0.3, latencies

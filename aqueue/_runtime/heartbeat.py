@@ -31,7 +31,7 @@ POKE_MIN_INTERVAL_S = 0.05  # a burst of cancel hints costs one extra beat, not 
 CONNECT_TIMEOUT_S = 10.0
 
 Held = Callable[[], list[tuple[int, int]]]
-Lost = Callable[[dict[int, str | None]], None]
+Lost = Callable[[dict[tuple[int, int], str | None]], None]
 
 
 class Heartbeat:

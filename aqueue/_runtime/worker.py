@@ -343,10 +343,11 @@ class Worker:
         if job_id in self._running:
             self._heartbeat.poke()
 
-    def _leases_lost(self, lost: dict[int, str | None]) -> None:
-        for job_id, state in lost.items():
+    def _leases_lost(self, lost: dict[tuple[int, int], str | None]) -> None:
+        for (job_id, attempt), state in lost.items():
             entry = self._running.get(job_id)
-            if entry is None or entry.cancel_reason is not None:
+            # The attempt may have ended (and the job been claimed again) since the beat.
+            if entry is None or entry.job.attempt != attempt or entry.cancel_reason is not None:
                 continue
             if state == "cancelled":
                 log.info("cancel: job %d was cancelled; cancelling its handler", job_id)

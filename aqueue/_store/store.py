@@ -196,16 +196,16 @@ class Store:
         lease_s: float,
         conn: asyncpg.Connection | None = None,
         timeout_s: float | None = None,
-    ) -> dict[int, str | None]:
-        """Extend the leases held; return the attempts no longer held, with their job's
-        state now. On ``conn`` (the heartbeat thread's own connection) when given."""
+    ) -> dict[tuple[int, int], str | None]:
+        """Extend the leases held; return the attempts no longer held, ``{(id, attempt):
+        state now}``. On ``conn`` (the heartbeat thread's own connection) when given."""
         args = (ids, attempts, worker_id, lease_s)
         if conn is None:
             rows = await self._fetch("heartbeat", *args)
         else:
             with self._statement("heartbeat"):
                 rows = await conn.fetch(self._sql["heartbeat"], *args, timeout=timeout_s)
-        return {row[0]: row[1] for row in rows}
+        return {(row[0], row[1]): row[2] for row in rows}
 
     async def connect_direct(self, timeout_s: float) -> asyncpg.Connection:
         """A connection of its own, outside the pool, for a thread with its own event loop

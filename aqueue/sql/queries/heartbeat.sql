@@ -1,5 +1,5 @@
 -- heartbeat: extend the leases worker $3 holds to now() + $4 seconds. Returns the attempts it
--- no longer holds, with their job's state now: 'cancelled' (app.cancel), or another state
+-- no longer holds (id, attempt), with their job's state now: 'cancelled' (app.cancel), or another state
 -- after a rescue (NULL if the row is gone). The worker cancels those attempts.
 -- $1 ids bigint[], $2 attempts int[], $3 worker_id, $4 lease_s.
 WITH held AS (
@@ -15,6 +15,6 @@ kept AS (
       AND j.state = 'running'
     RETURNING j.id
 )
-SELECT held.id, j.state::text
+SELECT held.id, held.attempt, j.state::text
 FROM held LEFT JOIN {schema}.background_jobs AS j ON j.id = held.id
 WHERE held.id NOT IN (SELECT id FROM kept)

@@ -106,11 +106,14 @@ class Heartbeat:
         last_beat = -float("inf")
         probe_seq, probe_sent = 0, self._clock()
         warned = False
+        poked = False  # a poke waits for its beat, even one that came mid-beat
         try:
             while not self._stop.is_set():
                 # Blocking here is fine: this loop runs nothing but this coroutine.
-                poked = self._wakeup.wait(WATCH_TICK_S)
-                self._wakeup.clear()
+                self._wakeup.wait(POKE_MIN_INTERVAL_S if poked else WATCH_TICK_S)
+                if self._wakeup.is_set():  # cleared only once seen: no poke is lost
+                    self._wakeup.clear()
+                    poked = True
                 if self._stop.is_set():
                     return
                 now = self._clock()
@@ -155,6 +158,7 @@ class Heartbeat:
                 if not due:
                     continue
                 next_beat = now + self._interval_s
+                poked = False
                 held = self._held()
                 if not held:
                     continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,9 +67,11 @@ class Store:
         }
         self._password = engine.url.password
         self._counts: dict[str, int] = {}
+        self._counts_lock = threading.Lock()  # the heartbeat thread counts its statements too
 
     def statistics(self) -> StoreStatistics:
-        return StoreStatistics(dict(self._counts))
+        with self._counts_lock:
+            return StoreStatistics(dict(self._counts))
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -87,7 +90,8 @@ class Store:
     @contextlib.contextmanager
     def _statement(self, operation: str) -> Iterator[None]:
         """Count one statement and turn driver errors into DatabaseError: the boundary."""
-        self._counts[operation] = self._counts.get(operation, 0) + 1
+        with self._counts_lock:
+            self._counts[operation] = self._counts.get(operation, 0) + 1
         try:
             yield
         except _DRIVER_ERRORS as exc:

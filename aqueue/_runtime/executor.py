@@ -39,11 +39,12 @@ class Outcome:
     final: bool = False
 
 
-def format_failure(exc: BaseException, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
-    """Class, message and traceback of ``exc``, bounded to ``limit`` characters (the middle is
-    cut, so the exception line and the innermost frames survive)."""
-    text = "".join(traceback.format_exception(exc))
-    return bound_text(text, limit)
+def format_failure(
+    exc: BaseException, limit: int = FAILURE_INFO_MAX_CHARS, redact: Callable[[str], str] = str
+) -> str:
+    """Class, message and traceback of ``exc``, ``redact``-ed, then bounded to ``limit``
+    characters (the middle is cut, so the exception line and the innermost frames survive)."""
+    return bound_text(redact("".join(traceback.format_exception(exc))), limit)
 
 
 def bound_text(text: str, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
@@ -98,7 +99,8 @@ class Executor:
             ) as limit:
                 await job_type.handler(payload)
         except Exception as exc:
-            return self._failed(job, "".join(traceback.format_exception(exc)), type(exc).__name__)
+            info = format_failure(exc, redact=self._redact)
+            return self._failed(job, info, type(exc).__name__)
         if limit.cancelled_caught:
             info = (
                 f"TimeoutError: attempt {job.attempt} of job {job.id} ({job.job_type}) ran "
@@ -108,6 +110,7 @@ class Executor:
         return Outcome(job, Verdict.COMPLETE)
 
     def _failed(self, job: ClaimedJob, info: str, error: str) -> Outcome:
+        """A failed attempt; ``info`` is its failure_info, already redacted and bounded."""
         final = job.attempt >= job.max_tries
         log.info(
             "fail: job %d (%s) attempt %d/%d raised %s%s",
@@ -119,6 +122,4 @@ class Executor:
             "; out of tries" if final else "; will retry",
         )
         delay = 0.0 if final else retry_delay_s(job.attempt, self._rng)
-        return Outcome(
-            job, Verdict.FAIL, delay_s=delay, failure_info=bound_text(self._redact(info))
-        )
+        return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=info)

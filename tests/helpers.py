@@ -69,13 +69,21 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    async def wait_started(self, timeout_s: float = 20.0) -> None:
+    async def wait_output(self, *texts: str, timeout_s: float = 15.0) -> str:
+        """Wait until the worker's output contains one of ``texts`` (fail at once if it
+        exited); return the output."""
+
         async def probe() -> str:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
             return self.output()
 
-        await eventually(probe, lambda out: " started (concurrency" in out, timeout_s=timeout_s)
+        return await eventually(
+            probe, lambda out: any(text in out for text in texts), timeout_s=timeout_s
+        )
+
+    async def wait_started(self, timeout_s: float = 20.0) -> None:
+        await self.wait_output(" started (concurrency", timeout_s=timeout_s)
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

@@ -12,10 +12,10 @@ import asyncpg
 
 import aqueue
 from aqueue._runtime.notifier import PING_TIMEOUT_S
+from tests.faults.checks import attempts_by_job, completed, completed_count, wait_job_state
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import POLL_INTERVAL_S
 from tests.faults.report import record_figure
-from tests.faults.test_kills import attempts_by_job, completed
 from tests.helpers import WorkerProcess, eventually
 from tests.payloads_pb2 import Task
 
@@ -62,7 +62,7 @@ async def test_terminated_listen_connection_reconnects_and_notify_is_fast_again(
     right_after = await start_latency_s(db, fschema, job_id)
     record_figure("5 LISTEN killed: job enqueued right after started in s", right_after)
     assert right_after <= POLL_INTERVAL_S + 0.5
-    await eventually(lambda: _output(worker), lambda out: "listen: reconnected" in out)
+    await worker.wait_output("listen: reconnected")
     latencies = []
     for n in range(5):
         job_id = await fapp.enqueue("record", Task(n=2 + n))
@@ -70,10 +70,6 @@ async def test_terminated_listen_connection_reconnects_and_notify_is_fast_again(
     record_figure("5 LISTEN killed: start latency after reconnect, max s", max(latencies))
     # Without NOTIFY each would wait for the 2 s safety poll: ~1 s on average.
     assert max(latencies) < 0.3, latencies
-
-
-async def _output(worker: WorkerProcess) -> str:
-    return worker.output()
 
 
 async def test_all_connections_terminated_every_2_s_for_30_s_loses_nothing(
@@ -116,11 +112,7 @@ async def test_postgres_restart_mid_run_loses_nothing_and_throughput_recovers(
     await fapp.enqueue_many("record", [Task(n=i, sleep_s=0.05) for i in range(jobs)])
 
     async def done() -> int:
-        return int(
-            await db.fetchval(
-                f"SELECT count(*) FROM {fschema}.background_jobs WHERE state = 'completed'"
-            )
-        )
+        return await completed_count(db, fschema)
 
     await eventually(done, lambda n: n >= 1000, timeout_s=60)
     await db.close()
@@ -174,15 +166,7 @@ async def test_postgres_down_for_30_s_worker_stays_up_logs_little_and_resumes(
     db = await asyncpg.connect(cluster.dsn())
     try:
         job_id = await fapp.enqueue("record", Task(n=99))
-        await eventually(
-            lambda: _count(
-                db,
-                f"SELECT count(*) FROM {fschema}.background_jobs "
-                f"WHERE id = {job_id} AND state = 'completed'",
-            ),
-            lambda n: n == 1,
-            timeout_s=20,
-        )
+        await wait_job_state(db, fschema, job_id, "completed", timeout_s=20)
         resumed_s = time.monotonic() - back
         record_figure(
             "8 outage 30 s: log lines during it, per worker", [len(x) for x in outage_lines]
@@ -217,9 +201,7 @@ async def test_a_listen_connection_that_stops_answering_is_replaced(
     os.kill(backend, signal.SIGSTOP)  # the socket stays open; nothing answers on it
     frozen = time.monotonic()
     try:
-        await eventually(
-            lambda: _output(worker), lambda out: "listen: reconnected" in out, timeout_s=30
-        )
+        await worker.wait_output("listen: reconnected", timeout_s=30)
         noticed_s = time.monotonic() - frozen
     finally:
         os.kill(backend, signal.SIGCONT)

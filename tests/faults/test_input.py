@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 import aqueue
+from tests.faults.checks import first_run_at, ledger_rows_of, wait_job_state
 from tests.faults.cluster import Cluster
 from tests.faults.report import record_figure
-from tests.faults.test_kills import ledger_rows_of
 from tests.helpers import WorkerProcess, eventually
 from tests.payloads_pb2 import Task
 
@@ -24,12 +24,7 @@ async def test_timeout_cancels_at_1_s_records_it_and_retries(
     worker = spawn("--concurrency", "2")
     await worker.wait_started()
     job_id = await fapp.enqueue("timed", Task(n=1, sleep_s=30))
-    started: dt.datetime = (
-        await eventually(
-            lambda: db.fetchrow(f"SELECT at FROM {fschema}.ledger WHERE job_id = $1", job_id),
-            lambda row: row is not None,
-        )
-    )["at"]
+    started = await first_run_at(db, fschema, job_id)
 
     async def state() -> asyncpg.Record:
         return await db.fetchrow(
@@ -65,22 +60,12 @@ async def test_cancel_running_job_stops_its_handler_within_1_s_never_reruns(
     waiting = await fapp.enqueue("record", Task(n=2))  # runs once the only slot frees up
     asked: dt.datetime = await db.fetchval("SELECT clock_timestamp()")
     assert await fapp.cancel(doomed) is True
-    next_started: dt.datetime = (
-        await eventually(
-            lambda: db.fetchrow(f"SELECT at FROM {fschema}.ledger WHERE job_id = $1", waiting),
-            lambda row: row is not None,
-        )
-    )["at"]
+    next_started = await first_run_at(db, fschema, waiting)
     freed_after = (next_started - asked).total_seconds()
     record_figure("12 cancel: handler cancelled and slot free after s", freed_after)
     assert freed_after < 1.0
     assert f"cancel: job {doomed} was cancelled" in worker.output()
-    await eventually(
-        lambda: db.fetchval(
-            f"SELECT state::text FROM {fschema}.background_jobs WHERE id = $1", waiting
-        ),
-        lambda s: s == "completed",
-    )
+    await wait_job_state(db, fschema, waiting, "completed")
     row = await db.fetchrow(
         f"SELECT state::text, try_count FROM {fschema}.background_jobs WHERE id = $1", doomed
     )
@@ -132,10 +117,7 @@ async def test_garbage_payloads_fail_at_once_and_oversized_ones_are_refused(
     )
     # The worker is unaffected.
     ok = await fapp.enqueue("record", Task(n=1))
-    await eventually(
-        lambda: db.fetchval(f"SELECT state::text FROM {fschema}.background_jobs WHERE id = $1", ok),
-        lambda s: s == "completed",
-    )
+    await wait_job_state(db, fschema, ok, "completed")
 
 
 async def test_the_password_never_appears_in_logs_or_failure_info(
@@ -167,13 +149,7 @@ async def test_the_password_never_appears_in_logs_or_failure_info(
             CANARY_USER,
         )
         job_id = await fapp.enqueue("record", Task(n=100))
-        await eventually(
-            lambda: db.fetchval(
-                f"SELECT state::text FROM {fschema}.background_jobs WHERE id = $1",
-                job_id,  # noqa: B023 - awaited before the loop moves on
-            ),
-            lambda s: s == "completed",
-        )
+        await wait_job_state(db, fschema, job_id, "completed")
     infos = await eventually(
         lambda: db.fetch(
             f"SELECT failure_info FROM {fschema}.background_jobs WHERE id = ANY($1) "
@@ -187,7 +163,7 @@ async def test_the_password_never_appears_in_logs_or_failure_info(
     await db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", CANARY_USER
     )
-    await eventually(lambda: _output(worker), lambda out: "not permitted to log in" in out)
+    await worker.wait_output("not permitted to log in")
     await db.execute(f"ALTER ROLE {CANARY_USER} LOGIN")
     output = worker.output()
     assert "could not reach postgresql://canary:***@" in infos[0]["failure_info"]
@@ -196,10 +172,6 @@ async def test_the_password_never_appears_in_logs_or_failure_info(
     assert CANARY_PASSWORD not in output
     assert "canary:***@" in output  # the DSN is logged, redacted
     record_figure("14 canary: log lines checked", len(output.splitlines()))
-
-
-async def _output(worker: WorkerProcess) -> str:
-    return worker.output()
 
 
 async def test_a_worker_an_hour_off_follows_the_database_clock(

@@ -6,40 +6,17 @@ import datetime as dt
 import random
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable
 
 import anyio
 import asyncpg
 
 import aqueue
+from tests.faults.checks import attempts_by_job, completed, ledger_rows_of
 from tests.faults.conftest import LEASE_S, MAINTENANCE_INTERVAL_S
 from tests.faults.report import record_figure
 from tests.helpers import WorkerProcess, eventually
 from tests.payloads_pb2 import Task
-
-
-async def completed(db: asyncpg.Connection, schema: str, n: int, timeout_s: float) -> None:
-    async def probe() -> int:
-        return int(
-            await db.fetchval(
-                f"SELECT count(*) FROM {schema}.background_jobs WHERE state = 'completed'"
-            )
-        )
-
-    await eventually(probe, lambda done: done == n, timeout_s=timeout_s, interval_s=0.1)
-
-
-async def attempts_by_job(db: asyncpg.Connection, schema: str) -> dict[int, list[asyncpg.Record]]:
-    """Ledger rows per job, in the order they ran."""
-    runs: dict[int, list[asyncpg.Record]] = defaultdict(list)
-    for row in await db.fetch(f"SELECT * FROM {schema}.ledger ORDER BY at"):
-        runs[row["job_id"]].append(row)
-    return runs
-
-
-async def ledger_rows_of(db: asyncpg.Connection, schema: str, pid: int) -> int:
-    return int(await db.fetchval(f"SELECT count(*) FROM {schema}.ledger WHERE pid = $1", pid))
 
 
 async def test_sigkill_mid_job_reruns_only_its_jobs_each_rescued_in_time(
@@ -105,21 +82,15 @@ async def test_sigstopped_owner_loses_its_job_and_its_late_writes_change_nothing
     await anyio.sleep(max(0.0, stopped_at + 2 * LEASE_S - time.monotonic()))
     owner.signal(signal.SIGCONT)
     resumed = time.monotonic()
-    out = await eventually(
-        lambda: _output(owner),
-        lambda text: "came after their lease was lost" in text or "lost the lease" in text,
-        timeout_s=15,
-    )
+    # Whichever comes first: the handler returns and its write changes nothing, or a
+    # heartbeat finds the lease gone and cancels it.
+    out = await owner.wait_output("came after their lease was lost", "lost the lease")
     record_figure(
         "2 SIGSTOP: resumed owner noticed the lost lease after s", time.monotonic() - resumed
     )
     assert await job() == final, out
     pids = [r["pid"] for r in await db.fetch(f"SELECT pid FROM {fschema}.ledger ORDER BY at")]
     assert pids == [owner.pid, other.pid]
-
-
-async def _output(worker: WorkerProcess) -> str:
-    return worker.output()
 
 
 async def test_eight_workers_by_32_run_10000_jobs_exactly_once(
@@ -252,6 +223,4 @@ async def test_a_loop_blocked_past_the_limit_stops_heartbeating_and_is_rescued(
     assert "WorkerLost" in row["failure_info"]
     pids = [r["pid"] for r in await db.fetch(f"SELECT pid FROM {fschema}.ledger ORDER BY at")]
     assert pids == [owner.pid, other.pid]
-    await eventually(
-        lambda: _output(owner), lambda text: "over loop_block_limit_s" in text, timeout_s=15
-    )
+    await owner.wait_output("over loop_block_limit_s")

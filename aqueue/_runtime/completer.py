@@ -1,6 +1,10 @@
 """Completer: persists Outcomes in batches. Whatever finished while the previous batch was
-being written goes out in the next statement, so batches grow with load and a lone outcome
-is written at once."""
+being written goes out in the next statement, so batches grow with load.
+
+Completions are first offered to the scheduler, whose next claim statement writes them in
+the same round trip (it claims as soon as a slot frees, so that is almost always at once);
+the completer writes those it has not taken after ``COMPLETE_FLUSH_S``. Failures and
+hand-backs are written at once."""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._store.store import Store
 from ..errors import DatabaseError
@@ -20,6 +23,7 @@ log = logging.getLogger("aqueue.worker")
 
 BATCH_MAX = 1000
 RETRY_BACKOFF_MAX_S = 2.0
+COMPLETE_FLUSH_S = 0.005  # how long completions wait to ride along with a claim
 
 
 class Completer:
@@ -27,41 +31,92 @@ class Completer:
         self,
         store: Store,
         worker_id: str,
-        outcomes: MemoryObjectReceiveStream[Outcome],
         on_persisted: Callable[[dict[str, int]], None],
         outage_log: Throttled,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
-        self._outcomes = outcomes
         self._on_persisted = on_persisted
         self._throttled = outage_log
-        self.unwritten: list[Outcome] = []
+        self._others: list[Outcome] = []  # failures and hand-backs, written at once
+        self._completions: list[Outcome] = []  # on offer to the scheduler's next claim
+        self._arrived = anyio.Event()  # something was submitted or taken
+        self._closed = False
+
+    def submit(self, outcome: Outcome) -> None:
+        """Queue ``outcome`` for writing (from the job's task; never blocks)."""
+        if outcome.verdict is Verdict.COMPLETE:
+            self._completions.append(outcome)
+        else:
+            self._others.append(outcome)
+        self._arrived.set()
+
+    def close(self) -> None:
+        """No more outcomes will come: :meth:`run` writes what it holds and returns."""
+        self._closed = True
+        self._arrived.set()
+
+    # -- the scheduler's side -------------------------------------------------------------
+
+    def take_completions(self) -> list[Outcome]:
+        """Hand the completions not yet written to the caller, who writes them (with its
+        claim) and reports back with :meth:`completions_written` or :meth:`give_back`."""
+        taken, self._completions = self._completions[:BATCH_MAX], self._completions[BATCH_MAX:]
+        if taken:
+            self._arrived.set()
+        return taken
+
+    def completions_written(self, batch: list[Outcome], completed: set[int]) -> None:
+        """``batch`` (taken earlier) was written; ``completed`` are the ids now completed."""
+        if batch:
+            self._on_persisted(self._counted(batch, {"completed": len(completed)}, completed))
+
+    def give_back(self, batch: list[Outcome]) -> None:
+        """``batch`` (taken earlier) may not have been written: write it here."""
+        if batch:
+            self._completions[:0] = batch
+            self._arrived.set()
+
+    def leftovers(self) -> list[Outcome]:
+        """Outcomes not known to be written (after :meth:`run` was cancelled)."""
+        return self._others + self._completions
+
+    # -- its own loop ---------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Persist outcomes until the outcome stream is closed and drained."""
+        """Persist outcomes until :meth:`close` and everything submitted is written. If
+        cancelled, what is not known to be written stays in :meth:`leftovers`."""
         task_status.started()
-        async with self._outcomes:
-            batch: list[Outcome] = []
-            try:
-                async for first in self._outcomes:
-                    batch = [first]
-                    while len(batch) < BATCH_MAX:
-                        try:
-                            batch.append(self._outcomes.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._persist(batch)
-                    batch = []
-            except BaseException:
-                # Cancelled: keep what is not known to be written for the worker's last try.
-                self.unwritten.extend(batch)
-                while True:
-                    try:
-                        self.unwritten.append(self._outcomes.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                raise
+        while True:
+            if self._others:
+                await self._persist_some(self._others)
+            elif self._completions:
+                if not self._closed:
+                    await self._offer_completions()
+                if self._completions and not self._others:
+                    await self._persist_some(self._completions)
+            elif self._closed:
+                return
+            else:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+
+    async def _offer_completions(self) -> None:
+        """Leave the completions to the scheduler for up to COMPLETE_FLUSH_S, unless a
+        failure needs writing first."""
+        with anyio.move_on_after(COMPLETE_FLUSH_S):
+            while self._completions and not self._others and not self._closed:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+
+    async def _persist_some(self, pending: list[Outcome]) -> None:
+        batch = pending[:BATCH_MAX]
+        del pending[:BATCH_MAX]
+        try:
+            await self._persist(batch)
+        except BaseException:
+            pending[:0] = batch  # cancelled: left for the worker's last try
+            raise
 
     async def write_once(self, batch: list[Outcome]) -> None:
         """One attempt at writing ``batch``, for the last moments of a cancelled worker."""
@@ -123,6 +178,11 @@ class Completer:
             )
             counts["retried"] += len(changed)
             written |= changed
+        return self._counted(batch, counts, written)
+
+    @staticmethod
+    def _counted(batch: list[Outcome], counts: dict[str, int], written: set[int]) -> dict[str, int]:
+        """``counts`` with ``stale``: the outcomes of ``batch`` whose write changed nothing."""
         counts["stale"] = len(batch) - sum(counts.values())
         if counts["stale"]:
             # The lease was lost (rescued by another worker): the row is no longer ours.

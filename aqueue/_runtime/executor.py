@@ -92,11 +92,12 @@ class Executor:
         )
         timeout_s = job_type.timeout_s
         try:
+            if timeout_s is None:
+                await job_type.handler(payload)
+                return Outcome(job, Verdict.COMPLETE)
             # The attempt's own deadline: a cancellation from outside (shutdown, cancel, lost
             # lease) still propagates; only this scope's own expiry is a timeout.
-            with anyio.CancelScope(
-                deadline=anyio.current_time() + timeout_s if timeout_s else float("inf")
-            ) as limit:
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as limit:
                 await job_type.handler(payload)
         except Exception as exc:
             info = format_failure(exc, redact=self._redact)

@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from .._store.records import ClaimedJob
-from .._store.store import Store
+from .._store.store import Claim, Store
 from ..config import WorkerSettings
 from ..errors import DatabaseError
+from .completer import Completer
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
@@ -32,6 +33,7 @@ class Scheduler:
         worker_id: str,
         free_slots: Callable[[], int],
         start_job: Callable[[ClaimedJob], None],
+        completer: Completer,
         on_change: Callable[[], None],
         outage_log: Throttled,
         *,
@@ -43,6 +45,7 @@ class Scheduler:
         self._worker_id = worker_id
         self._free_slots = free_slots
         self._start_job = start_job
+        self._completer = completer
         self._on_change = on_change
         self._exit_when_idle = exit_when_idle
         self._wake = anyio.Event()
@@ -64,7 +67,6 @@ class Scheduler:
 
     async def run(self) -> None:
         settings = self._settings
-        queues = settings.queues
         error_wait = 0.05
         while not self._stopping:
             # A fresh event before looking: a wake-up that lands while we claim is kept.
@@ -75,9 +77,8 @@ class Scheduler:
                 if free <= 0:
                     timeout = None  # a finished job wakes us
                 else:
-                    jobs, next_due_s = await self._store.claim(
-                        free, self._job_types, queues, self._worker_id, settings.lease_s
-                    )
+                    claim = await self._claim(free)
+                    jobs, next_due_s = claim.jobs, claim.next_due_s
                     self.claims += 1
                     self.claimed += len(jobs)
                     for job in jobs:
@@ -104,6 +105,25 @@ class Scheduler:
                     await self._wake.wait()
             finally:
                 self.sleeping = False
+
+    async def _claim(self, free: int) -> Claim:
+        """Claim up to ``free`` jobs, writing the completions that are waiting on the way."""
+        done = self._completer.take_completions()
+        try:
+            claim = await self._store.claim(
+                free,
+                self._job_types,
+                self._settings.queues,
+                self._worker_id,
+                self._settings.lease_s,
+                [o.job.id for o in done],
+                [o.job.attempt for o in done],
+            )
+        except BaseException:
+            self._completer.give_back(done)  # maybe written: the completer's write is guarded
+            raise
+        self._completer.completions_written(done, claim.completed)
+        return claim
 
     def _sleep_after(self, next_due_s: float | None) -> float:
         """How long to sleep after a claim that left slots free."""

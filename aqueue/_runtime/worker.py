@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import socket
@@ -112,6 +111,7 @@ class Worker:
         self._listen = listen
         self._running: dict[int, _Running] = {}
         self._changed = anyio.Event()
+        self._waiters = 0  # tasks in _wait_until
         self._stopped = anyio.Event()
         self._hard_stop = anyio.Event()
         self._stopping = False
@@ -119,12 +119,11 @@ class Worker:
             ("completed", "error", "failed", "retried", "stale", "cancelled", "rescued"), 0
         )
         self._jobs_tg: anyio.abc.TaskGroup | None = None
-        self._unwritten: list[Outcome] = []
-        self._outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](math.inf)
         # One throttle for every service: an outage is logged about once a second in all.
         self._outage_log = Throttled(log)
         self._executor = Executor(registry, self.worker_id, redact=store.redact)
         self._handler_names = _handler_names(registry)
+        self._completer = Completer(store, self.worker_id, self._persisted, self._outage_log)
         self._scheduler = Scheduler(
             store,
             settings,
@@ -132,6 +131,7 @@ class Worker:
             self.worker_id,
             self._free_slots,
             self._start_job,
+            self._completer,
             self._signal_change,
             self._outage_log,
             exit_when_idle=exit_when_idle,
@@ -143,9 +143,6 @@ class Worker:
             self._cancel_hint,
             self._outage_log,
             keepalive_s=settings.poll_interval_s,
-        )
-        self._completer = Completer(
-            store, self.worker_id, outcome_receive, self._persisted, self._outage_log
         )
         self._heartbeat = Heartbeat(
             store,
@@ -242,12 +239,12 @@ class Worker:
                 try:
                     await self._run_services_and_jobs(task_status)
                 finally:
-                    # Every job task has ended: no more outcomes. The completer drains the
+                    # Every job task has ended: no more outcomes. The completer writes the
                     # rest; leases of anything it cannot write expire and get rescued.
-                    self._outcome_send.close()
+                    self._completer.close()
                     tg.cancel_scope.deadline = anyio.current_time() + COMPLETER_FLUSH_TIMEOUT_S
         finally:
-            unwritten = self._completer.unwritten + self._unwritten
+            unwritten = self._completer.leftovers()
             if unwritten:
                 # Cancelled before every outcome was written: one last bounded try, shielded
                 # so the cancellation cannot cut it. Writes are guarded, so a repeat is safe.
@@ -326,10 +323,7 @@ class Worker:
         finally:
             del self._running[job.id]
             if outcome is not None:
-                try:
-                    self._outcome_send.send_nowait(outcome)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self._unwritten.append(outcome)  # the completer is gone already
+                self._completer.submit(outcome)
             self._scheduler.wake()
             self._signal_change()
 
@@ -395,9 +389,15 @@ class Worker:
     # -- conditions -----------------------------------------------------------------------
 
     def _signal_change(self) -> None:
-        event, self._changed = self._changed, anyio.Event()
-        event.set()
+        # Called per job: a fresh event only when someone waits on this one.
+        if self._waiters:
+            event, self._changed = self._changed, anyio.Event()
+            event.set()
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
         while not condition():
-            await self._changed.wait()
+            self._waiters += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiters -= 1

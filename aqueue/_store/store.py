@@ -155,9 +155,11 @@ class Store:
         queues: Sequence[str] | None,
         worker_id: str,
         lease_s: float,
-    ) -> tuple[list[ClaimedJob], float | None]:
-        """Claim up to ``limit`` due jobs; also return the seconds until the next job not
-        claimed here is due (<= 0: due but locked elsewhere; ``None``: none)."""
+        complete_ids: Sequence[int] = (),
+        complete_attempts: Sequence[int] = (),
+    ) -> Claim:
+        """Claim up to ``limit`` due jobs, completing the attempts given in the same
+        statement (see claim.sql)."""
         rows = await self._fetch(
             "claim",
             limit,
@@ -165,12 +167,15 @@ class Store:
             None if queues is None else list(queues),
             worker_id,
             lease_s,
+            list(complete_ids),
+            list(complete_attempts),
         )
         jobs = [ClaimedJob(*row[:8]) for row in rows if row[0] is not None]
-        # UPDATE ... RETURNING has no order; start them in claim order.
-        jobs.sort(key=lambda j: (-j.priority, j.next_attempt_after, j.id))
-        next_due_s = rows[0][8] if rows else None
-        return jobs, next_due_s
+        if len(jobs) > 1:
+            # UPDATE ... RETURNING has no order; start them in claim order.
+            jobs.sort(key=lambda j: (-j.priority, j.next_attempt_after, j.id))
+        first = rows[0]
+        return Claim(jobs, first[8], set(first[9]))
 
     async def complete(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
         rows = await self._fetch("complete", ids, attempts, worker_id)
@@ -291,6 +296,17 @@ class Store:
                 await conn.execute(self._sql["migrate_record"], migration.version, migration.name)
                 applied_now.append(migration.version)
         return applied_now
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim statement did."""
+
+    jobs: list[ClaimedJob]
+    # Seconds until the next job not claimed here is due (<= 0: due but locked by another
+    # claimer); None when there is none, or when every slot asked for was filled.
+    next_due_s: float | None
+    completed: set[int]  # ids of the attempts given to complete that are completed
 
 
 @dataclass(slots=True)

@@ -290,13 +290,13 @@ async def test_late_write_after_lost_lease_changes_nothing(
     store = app._store
     assert isinstance(store, Store)
     job_id = await app.enqueue("leased", Task())
-    (first,), _ = await store.claim(1, ["leased"], None, "worker-a", 0.2)
+    (first,) = (await store.claim(1, ["leased"], None, "worker-a", 0.2)).jobs
     # Real time passes on the database clock until the lease expires.
     await eventually(lambda: store.rescue("maintenance", []), bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
     assert row["state"] == "error"
     assert "WorkerLost: worker worker-a" in row["failure_info"]
-    (second,), _ = await store.claim(1, ["leased"], None, "worker-b", 30)
+    (second,) = (await store.claim(1, ["leased"], None, "worker-b", 30)).jobs
     assert second.attempt == first.attempt + 1 == 2
     # worker-a's late writes, of every kind, change nothing.
     assert await store.complete("worker-a", [job_id], [first.attempt]) == set()

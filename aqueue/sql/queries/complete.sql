@@ -11,6 +11,7 @@ completed AS (
     SET state = 'completed', lease_expires_at = NULL
     FROM done
     WHERE j.id = done.id
+      AND j.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
       AND j.try_count = done.attempt
       AND j.worker_id = $3::text
       AND j.state = 'running'
@@ -21,4 +22,4 @@ UNION ALL
 -- This statement's snapshot still shows its own updates as running: no double count.
 SELECT j.id
 FROM {schema}.background_jobs AS j JOIN done ON j.id = done.id
-WHERE j.try_count = done.attempt AND j.worker_id = $3::text AND j.state = 'completed'
+WHERE j.id = ANY($1::bigint[]) AND j.try_count = done.attempt AND j.worker_id = $3::text AND j.state = 'completed'

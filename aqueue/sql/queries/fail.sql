@@ -20,6 +20,7 @@ failed AS (
         lease_expires_at = NULL
     FROM f
     WHERE j.id = f.id
+      AND j.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
       AND j.try_count = f.attempt
       AND j.worker_id = $6::text
       AND j.state = 'running'
@@ -29,4 +30,4 @@ SELECT id, state FROM failed
 UNION ALL
 SELECT j.id, j.state::text
 FROM {schema}.background_jobs AS j JOIN f ON j.id = f.id
-WHERE j.try_count = f.attempt AND j.worker_id = $6::text AND j.state IN ('error', 'failed')
+WHERE j.id = ANY($1::bigint[]) AND j.try_count = f.attempt AND j.worker_id = $6::text AND j.state IN ('error', 'failed')

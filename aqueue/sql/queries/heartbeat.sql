@@ -10,6 +10,7 @@ kept AS (
     SET lease_expires_at = now() + make_interval(secs => $4::float8)
     FROM held
     WHERE j.id = held.id
+      AND j.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
       AND j.try_count = held.attempt
       AND j.worker_id = $3::text
       AND j.state = 'running'

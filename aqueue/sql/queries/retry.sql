@@ -10,6 +10,7 @@ WITH returned AS (
         lease_expires_at = NULL
     FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
     WHERE j.id = r.id
+      AND j.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
       AND j.try_count = r.attempt
       AND j.worker_id = $3::text
       AND j.state = 'running'

@@ -15,6 +15,9 @@
         ...
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from ._runtime.worker import Worker, WorkerStatistics
 from .app import App
 from .backoff import retry_delay_s
@@ -28,7 +31,9 @@ from .errors import (
 )
 from .jobs import JobInfo, JobState, current_job
 from .registry import JobType
-from .schema import make_metadata, metadata
+
+if _TYPE_CHECKING:
+    from .schema import make_metadata, metadata
 
 __all__ = [
     "App",
@@ -50,3 +55,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _Any:
+    # The SQLAlchemy metadata loads SQLAlchemy: only for those who ask (a worker never does).
+    if name in ("make_metadata", "metadata"):
+        from . import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module 'aqueue' has no attribute {name!r}")

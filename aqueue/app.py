@@ -9,17 +9,17 @@ import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._enqueue import new_jobs
 from ._runtime.worker import Worker, WorkerStatistics
 from ._store import sql
-from ._store.dsn import asyncpg_url, redact_dsn
+from ._store.dsn import asyncpg_dsn, redact_dsn, sqlalchemy_url
 from ._store.embedded import embedded_home, start_embedded
+from ._store.pool import AsyncpgPool, Pool
 from ._store.store import Store
 from .config import (
     MAX_PAYLOAD_BYTES_DEFAULT,
@@ -32,6 +32,9 @@ from .config import (
 )
 from .errors import ConfigurationError
 from .registry import JobType, Registry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["App"]
 
@@ -53,6 +56,8 @@ class App:
       with its data under ``home`` (default ``$AQUEUE_HOME``, else ``./.aqueue``).
     - ``engine``: an existing SQLAlchemy ``AsyncEngine`` (asyncpg driver) to share the
       application's pool instead of a DSN. aqueue never disposes an engine it was given.
+      Given a DSN, aqueue runs on a plain asyncpg pool of its own and never loads
+      SQLAlchemy (a worker process stays small); see :attr:`engine`.
     - ``schema``: where aqueue's tables live; a plain identifier.
     - ``max_payload_bytes``: the largest encoded payload :meth:`enqueue` accepts (default
       1 MiB); a larger one raises :class:`PayloadError` before any SQL.
@@ -82,14 +87,15 @@ class App:
         if dsn is not None and engine is not None:
             raise ConfigurationError("pass either dsn or engine, not both")
         if dsn is not None:
-            asyncpg_url(dsn)  # refuse a bad DSN now, not at first use
+            asyncpg_dsn(dsn)  # refuse a bad DSN now, not at first use
         if engine is not None and engine.dialect.driver != "asyncpg":
             raise ConfigurationError(
                 f"engine must use the asyncpg driver, not {engine.dialect.driver!r}"
             )
         self._dsn = dsn
-        self._engine = engine
-        self._owns_engine = engine is None
+        self._given_engine = engine
+        self._own_engine: AsyncEngine | None = None  # made by .engine on first use
+        self._dsn_in_use: str | None = None
         self._home = home
         WorkerSettings.resolve(worker_settings)  # fail fast on a bad setting
         self._worker_settings = dict(worker_settings)
@@ -137,26 +143,26 @@ class App:
 
     async def _get_store(self) -> Store:
         if self._store is None:
-            engine = self._engine
-            if engine is None:
+            pool: Pool
+            dsn = None
+            if self._given_engine is not None:
+                from ._store.engine_pool import EnginePool
+
+                pool = EnginePool(self._given_engine)
+            else:
                 dsn = self._dsn or os.environ.get("AQUEUE_DSN") or None
                 if dsn is None:
                     home = embedded_home(self._home)
                     dsn = await anyio.to_thread.run_sync(start_embedded, home)
-                url = asyncpg_url(dsn)
-                log.info("using database %s (schema %s)", redact_dsn(url), self.schema)
-                engine = create_async_engine(
-                    url,
-                    pool_size=5,
-                    max_overflow=10,
-                    # Names aqueue's sessions in pg_stat_activity.
-                    connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
-                )
+                dsn = asyncpg_dsn(dsn)
+                log.info("using database %s (schema %s)", redact_dsn(dsn), self.schema)
+                # Names aqueue's sessions in pg_stat_activity.
+                pool = AsyncpgPool(dsn, APPLICATION_NAME)
             if self._store is None:  # another task may have won while we awaited
-                self._engine = engine
-                self._store = Store(engine, self.schema)
-            elif engine is not self._engine:
-                await engine.dispose()
+                self._dsn_in_use = dsn
+                self._store = Store(pool, self.schema)
+            else:
+                await pool.close()
         return self._store
 
     async def migrate(self) -> list[int]:
@@ -173,13 +179,24 @@ class App:
         """Used by the CLI's --dsn: replace the DSN before anything connected."""
         if self._store is not None:
             raise ConfigurationError("the app is already connected; set the DSN before use")
-        asyncpg_url(dsn)
-        self._dsn, self._engine, self._owns_engine = dsn, None, True
+        asyncpg_dsn(dsn)
+        self._dsn, self._given_engine = dsn, None
 
     @property
     def engine(self) -> AsyncEngine | None:
-        """The SQLAlchemy engine in use, once connected (or the one passed in)."""
-        return self._engine
+        """A SQLAlchemy ``AsyncEngine`` on the app's database, for your own transactions
+        (pass one of its connections as ``conn=`` to :meth:`enqueue`): the engine passed
+        in, or, once the app has connected, one made from its DSN on first use and disposed
+        by :meth:`close`. ``None`` before the app connects and after :meth:`close`."""
+        if self._given_engine is not None:
+            return self._given_engine
+        if self._store is None or self._dsn_in_use is None:
+            return None
+        if self._own_engine is None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            self._own_engine = create_async_engine(sqlalchemy_url(self._dsn_in_use))
+        return self._own_engine
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -356,9 +373,11 @@ class App:
     async def close(self) -> None:
         """Release the database pool (unless the engine was passed in)."""
         store, self._store = self._store, None
-        if store is not None and self._owns_engine and self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        if store is not None:
+            await store.pool.close()
+        engine, self._own_engine = self._own_engine, None
+        if engine is not None:
+            await engine.dispose()
 
     async def __aenter__(self) -> App:
         return self

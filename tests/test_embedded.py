@@ -33,7 +33,7 @@ async def test_no_dsn_uses_the_embedded_server(
     messages = [r.getMessage() for r in caplog.records]
     assert any("embedded PostgreSQL ready" in m for m in messages), messages
     # The DSN in use is logged, without a password.
-    assert any(m.startswith("using database postgresql+asyncpg://postgres") for m in messages)
+    assert any(m.startswith("using database postgresql://postgres") for m in messages)
 
 
 async def test_without_the_extra_one_clear_error(

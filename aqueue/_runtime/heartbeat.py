@@ -1,7 +1,8 @@
-"""Heartbeat: extends the leases of this worker's running jobs from a thread of its own, with
-its own event loop and connection, so that a handler blocking the worker's event loop (a
-``time.sleep`` in an ``async def``) cannot stop it. It also watches that loop: it names the
-handler that blocks it, and stops heartbeating when it stays blocked past
+"""Heartbeat: extends the leases of this worker's running jobs. Beats run on the worker's
+event loop over the pool; a thread of its own watches that loop, and while the loop is
+blocked (a ``time.sleep`` in an ``async def``) beats from the thread, over a connection it
+opens for that time only (so a healthy worker holds no extra connection). The thread also
+names the handler that blocks the loop, and stops beating when it stays blocked past
 ``loop_block_limit_s``, so the jobs of a hung process get rescued. Attempts whose lease is
 gone (cancelled, or rescued by another worker) are reported back to the loop."""
 
@@ -58,7 +59,8 @@ class Heartbeat:
         self._describe_loop = describe_loop
         self._outage_log = outage_log
         self._clock = clock
-        self._wakeup = threading.Event()
+        self._poked = anyio.Event()
+        self._wakeup = threading.Event()  # wakes the thread to stop
         self._stop = threading.Event()
         self._acked = 0  # written by the worker's loop, read by the thread
         self.beats = 0
@@ -66,11 +68,12 @@ class Heartbeat:
         self.beating = True  # False while the loop is blocked past the limit
 
     def poke(self) -> None:
-        """Check the table now (a cancel hint arrived). Thread-safe."""
-        self._wakeup.set()
+        """Check the table now (a cancel hint arrived). From the worker's loop."""
+        self._poked.set()
 
     async def run(self) -> None:
-        """Run the heartbeat thread until cancelled; the thread is joined before returning."""
+        """Beat until cancelled, with the watching thread beside; the thread is joined
+        before returning."""
         loop = asyncio.get_running_loop()
         thread = threading.Thread(
             target=self._thread_main,
@@ -80,12 +83,37 @@ class Heartbeat:
         )
         thread.start()
         try:
-            await anyio.sleep_forever()
+            await self._beat_from_loop()
         finally:
             self._stop.set()
             self._wakeup.set()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(thread.join, CONNECT_TIMEOUT_S + 5)
+
+    async def _beat_from_loop(self) -> None:
+        last_beat = -float("inf")
+        while True:
+            with anyio.move_on_after(max(0.0, last_beat + self._interval_s - self._clock())):
+                await self._poked.wait()
+            if self._poked.is_set():
+                # A burst of cancel hints costs one extra beat, not one each; a hint that
+                # arrives during a beat gets a beat of its own.
+                self._poked = anyio.Event()
+                await anyio.sleep(max(0.0, last_beat + POKE_MIN_INTERVAL_S - self._clock()))
+            last_beat = self._clock()
+            held = self._held()
+            if not held:
+                continue
+            try:
+                lost = await self._store.heartbeat(
+                    self._worker_id, [h[0] for h in held], [h[1] for h in held], self._lease_s
+                )
+            except DatabaseError as exc:
+                self._outage_log.warning("%s", exc)
+                continue
+            self.beats += 1
+            if lost:
+                self._on_lost(lost)
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -102,18 +130,13 @@ class Heartbeat:
 
     async def _beat_forever(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> None:
         conn: asyncpg.Connection | None = None
-        next_beat = self._clock() + self._interval_s
-        last_beat = -float("inf")
+        next_beat = 0.0
         probe_seq, probe_sent = 0, self._clock()
         warned = False
-        poked = False  # a poke waits for its beat, even one that came mid-beat
         try:
             while not self._stop.is_set():
                 # Blocking here is fine: this loop runs nothing but this coroutine.
-                self._wakeup.wait(POKE_MIN_INTERVAL_S if poked else WATCH_TICK_S)
-                if self._wakeup.is_set():  # cleared only once seen: no poke is lost
-                    self._wakeup.clear()
-                    poked = True
+                self._wakeup.wait(WATCH_TICK_S)
                 if self._stop.is_set():
                     return
                 now = self._clock()
@@ -143,6 +166,15 @@ class Heartbeat:
                         self.blocked_s,
                         self._describe_loop(frame),
                     )
+                # Blocked for half an interval: the loop may be late for its next beat (it
+                # beat at most an interval ago), so from here on the thread beats for it.
+                if self.blocked_s < self._interval_s / 2:
+                    # The loop beats for itself; a connection kept for a blocked spell goes.
+                    if conn is not None and self.blocked_s == 0.0:
+                        conn.terminate()
+                        conn = None
+                    next_beat = 0.0
+                    continue
                 if self.blocked_s > self._block_limit_s:
                     if self.beating:
                         self.beating = False
@@ -154,16 +186,12 @@ class Heartbeat:
                             self._block_limit_s,
                         )
                     continue
-                due = now >= next_beat or (poked and now - last_beat >= POKE_MIN_INTERVAL_S)
-                if not due:
+                if now < next_beat:
                     continue
                 next_beat = now + self._interval_s
-                poked = False
                 held = self._held()
-                if not held:
-                    continue
-                last_beat = now
-                conn = await self._beat(conn, held, loop)
+                if held:
+                    conn = await self._beat(conn, held, loop)
         finally:
             if conn is not None:
                 conn.terminate()

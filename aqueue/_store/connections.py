@@ -4,11 +4,14 @@ caller's transaction: an asyncpg ``Connection``, a SQLAlchemy ``AsyncConnection`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 FetchColumn = Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]]
 
@@ -20,14 +23,16 @@ def fetch_column_on(conn: object) -> FetchColumn:
     SQLAlchemy begins its transaction first: its asyncpg adapter opens transactions lazily,
     and a statement on the raw connection before that would commit on its own.
     """
-    if isinstance(conn, asyncpg.Connection):
+    if isinstance(conn, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
         pg = conn
 
         async def fetch_asyncpg(sql: str, args: tuple[Any, ...]) -> list[Any]:
             return [row[0] for row in await pg.fetch(sql, *args)]
 
         return fetch_asyncpg
-    if isinstance(conn, AsyncSession):
+    # A SQLAlchemy connection can only exist if SQLAlchemy is loaded; aqueue never loads it.
+    sa_asyncio = sys.modules.get("sqlalchemy.ext.asyncio")
+    if sa_asyncio is not None and isinstance(conn, sa_asyncio.AsyncSession):
         session = conn
 
         async def fetch_session(sql: str, args: tuple[Any, ...]) -> list[Any]:
@@ -35,7 +40,7 @@ def fetch_column_on(conn: object) -> FetchColumn:
             return await _fetch_sqlalchemy(sa_conn, sql, args)
 
         return fetch_session
-    if isinstance(conn, AsyncConnection):
+    if sa_asyncio is not None and isinstance(conn, sa_asyncio.AsyncConnection):
         sa = conn
 
         async def fetch_connection(sql: str, args: tuple[Any, ...]) -> list[Any]:

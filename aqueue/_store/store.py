@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -12,25 +13,15 @@ from typing import Any
 
 import anyio
 import asyncpg
-import sqlalchemy.exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import DatabaseError
 from . import sql
 from .connections import fetch_column_on
+from .pool import BROKEN, Pool
 from .records import ClaimedJob, NewJobs
 
 log = logging.getLogger("aqueue.store")
 
-# Errors after which a pooled connection cannot be trusted again.
-_BROKEN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InternalClientError,
-    asyncpg.InterfaceError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
 _STALE_RETRIES = 32  # after a server restart, every idle pooled connection is stale
 # Errors that mean "no server there" rather than "the server said no".
 _UNREACHABLE = (
@@ -39,9 +30,20 @@ _UNREACHABLE = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.ConnectionFailureError,
 )
-# URL query options SQLAlchemy's asyncpg dialect consumes itself; asyncpg.connect refuses them.
-_SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
-_DRIVER_ERRORS = (asyncpg.PostgresError, sqlalchemy.exc.SQLAlchemyError, *_BROKEN)
+_ASYNCPG_ERRORS = (asyncpg.PostgresError, *BROKEN)
+# The worker's statements share this many pooled connections, whatever the pool's size:
+# with its LISTEN connection, a worker holds WORKER_CONNECTIONS + 1 connections.
+WORKER_CONNECTIONS = 2
+_WORKER_STATEMENTS = frozenset({"claim", "complete", "fail", "retry", "heartbeat", "rescue"})
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    # SQLAlchemy's errors can only come from a caller's SQLAlchemy connection (conn=), and
+    # then SQLAlchemy is loaded; aqueue never imports it for this.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None:
+        return _ASYNCPG_ERRORS
+    return (*_ASYNCPG_ERRORS, sa_exc.SQLAlchemyError)
 
 
 @dataclass(slots=True)
@@ -56,8 +58,8 @@ class StoreStatistics:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, schema: str, application_name: str = "aqueue") -> None:
-        self.engine = engine
+    def __init__(self, pool: Pool, schema: str, application_name: str = "aqueue") -> None:
+        self.pool = pool
         self.application_name = application_name
         self.schema = schema
         self.channel = sql.channel_for(schema)
@@ -65,7 +67,8 @@ class Store:
             name: sql.render(text, schema=schema, channel=self.channel)
             for name, text in sql.raw_queries().items()
         }
-        self._password = engine.url.password
+        self._password = pool.password
+        self._worker_slots: anyio.CapacityLimiter | None = None
         self._counts: dict[str, int] = {}
         self._counts_lock = threading.Lock()  # the heartbeat thread counts its statements too
 
@@ -94,7 +97,7 @@ class Store:
             self._counts[operation] = self._counts.get(operation, 0) + 1
         try:
             yield
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise self._error(operation, exc) from exc
 
     @contextlib.asynccontextmanager
@@ -102,7 +105,7 @@ class Store:
         """A pooled connection's asyncpg driver connection, for statements in autocommit
         (or an explicit ``transaction()``). Broken connections are invalidated, not pooled."""
         with self._statement(operation):
-            async with _checkout(self.engine) as driver:
+            async with self.pool.acquire() as driver:
                 yield driver
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
@@ -110,14 +113,22 @@ class Store:
         server's "terminating connection" message but not yet the socket's end refuses the
         statement before sending a byte (InternalClientError), so running it again on a
         fresh connection is safe even for an INSERT."""
+        if name not in _WORKER_STATEMENTS:
+            return await self._fetch_pooled(name, args)
+        if self._worker_slots is None:
+            self._worker_slots = anyio.CapacityLimiter(WORKER_CONNECTIONS)
+        async with self._worker_slots:
+            return await self._fetch_pooled(name, args)
+
+    async def _fetch_pooled(self, name: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
         with self._statement(name):
             for _ in range(_STALE_RETRIES):
                 try:
-                    async with _checkout(self.engine) as driver:
+                    async with self.pool.acquire() as driver:
                         rows: list[asyncpg.Record] = await driver.fetch(self._sql[name], *args)
                         return rows
                 except asyncpg.InternalClientError:
-                    continue  # _checkout invalidated it
+                    continue  # the pool closed it
             raise asyncpg.ConnectionDoesNotExistError("every pooled connection tried was closing")
 
     # -- enqueue --------------------------------------------------------------------------
@@ -220,14 +231,7 @@ class Store:
         """A connection of its own, outside the pool, for a thread with its own event loop
         (pooled connections belong to the worker's loop)."""
         with self._statement("connect"):
-            _args, options = self.engine.dialect.create_connect_args(self.engine.url)
-            for key in _SQLALCHEMY_ONLY_OPTIONS:
-                options.pop(key, None)
-            return await asyncpg.connect(
-                **options,
-                timeout=timeout_s,
-                server_settings={"application_name": self.application_name},
-            )
+            return await self.pool.connect_direct(timeout_s, self.application_name)
 
     async def cancel(self, job_id: int) -> str | None:
         """Cancel job ``job_id`` if it is pending, error or running; return the state it had,
@@ -257,17 +261,17 @@ class Store:
         async with self._connect("listen") as conn:
             await conn.add_listener(self.channel, notified)
             conn.add_termination_listener(terminated)
-            broken = False
             try:
                 yield Listening(self, conn, lost)
             except DatabaseError:
-                broken = True  # _checkout invalidates it; UNLISTEN would only wait on it
+                # Lost, or not answering: UNLISTEN (or the pool waiting on a cancelled
+                # ping) would only wait on it. Closed here, never pooled again.
+                await _stop_listening(conn, terminated, None)
                 raise
-            finally:
-                conn.remove_termination_listener(terminated)
-                if not broken and not conn.is_closed():
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await conn.remove_listener(self.channel, notified)
+            except BaseException:
+                await _stop_listening(conn, terminated, (self.channel, notified))
+                raise
+            await _stop_listening(conn, terminated, (self.channel, notified))
 
     async def _ping(self, conn: asyncpg.Connection, timeout_s: float) -> None:
         with self._statement("ping"):
@@ -298,6 +302,22 @@ class Store:
         return applied_now
 
 
+async def _stop_listening(
+    conn: asyncpg.Connection,
+    terminated: Callable[..., None],
+    unlisten: tuple[str, Callable[..., None]] | None,
+) -> None:
+    """UNLISTEN (``unlisten``) and hand the connection back, or (``None``) close it."""
+    # InterfaceError: the server closed it, and the pool has taken it back already.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.remove_termination_listener(terminated)
+        if unlisten is None:
+            conn.terminate()
+        elif not conn.is_closed():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await conn.remove_listener(*unlisten)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What one claim statement did."""
@@ -321,32 +341,3 @@ class Listening:
         """Raise :class:`DatabaseError` unless the connection answers within ``timeout_s``
         (a keepalive: a silently dead TCP connection would otherwise never notify again)."""
         await self._store._ping(self._conn, timeout_s)
-
-
-@contextlib.asynccontextmanager
-async def _checkout(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's asyncpg driver connection. One the server closed while it sat
-    idle in the pool (a restart, pg_terminate_backend) is already marked closed by asyncpg:
-    it is discarded for a fresh one, at no round trip's cost. One that breaks in use is
-    invalidated, never pooled again."""
-    for _ in range(_STALE_RETRIES):
-        async with engine.connect() as sa_conn:
-            raw = await sa_conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert isinstance(driver, asyncpg.Connection)
-            if driver.is_closed():
-                await _invalidate(sa_conn)
-                continue
-            try:
-                yield driver
-            except BaseException as exc:
-                if isinstance(exc, _BROKEN) or isinstance(exc.__cause__, _BROKEN):
-                    await _invalidate(sa_conn)
-                raise
-            return
-    raise asyncpg.ConnectionDoesNotExistError("every pooled connection tried was closed")
-
-
-async def _invalidate(sa_conn: AsyncConnection) -> None:
-    with contextlib.suppress(Exception):
-        await sa_conn.invalidate()

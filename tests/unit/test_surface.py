@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -18,7 +20,20 @@ def test_all_is_exact_and_importable() -> None:
         assert getattr(aqueue, name) is not None
     public = {n for n in vars(aqueue) if not n.startswith("_")}
     submodules = {"app", "backoff", "cli", "config", "errors", "jobs", "registry", "schema"}
-    assert public - submodules - {"annotations"} == set(aqueue.__all__)
+    loaded_on_use = {"make_metadata", "metadata"}  # they load SQLAlchemy
+    assert (public - submodules - {"annotations"}) | loaded_on_use == set(aqueue.__all__)
+
+
+def test_a_worker_process_never_loads_sqlalchemy() -> None:
+    """A worker on a DSN runs on asyncpg alone: SQLAlchemy would cost it ~20 MiB."""
+    code = (
+        "import sys, aqueue, aqueue.cli\n"
+        "app = aqueue.App('postgresql://u:p@127.0.0.1:1/d')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')\n"
+        "assert not loaded, loaded\n"
+        "assert aqueue.metadata is not None and 'sqlalchemy' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_exception_tree() -> None:

@@ -1,0 +1,63 @@
+"""Connections from a SQLAlchemy engine the application shares with aqueue (``App(engine=...)``).
+Imported only then: a worker on a DSN never loads SQLAlchemy."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .pool import _broken
+
+_STALE_RETRIES = 32  # after a server restart, every idle pooled connection is stale
+# URL query options SQLAlchemy's asyncpg dialect consumes itself; asyncpg.connect refuses them.
+_SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
+
+
+class EnginePool:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.password = engine.url.password
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg driver connection. One the server closed while it sat
+        idle in the pool (a restart, pg_terminate_backend) is already marked closed by
+        asyncpg: it is discarded for a fresh one, at no round trip's cost. One that breaks
+        in use is invalidated, never pooled again."""
+        for _ in range(_STALE_RETRIES):
+            async with self.engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert isinstance(driver, asyncpg.Connection)
+                if driver.is_closed():
+                    await _invalidate(sa_conn)
+                    continue
+                try:
+                    yield driver
+                except BaseException as exc:
+                    if _broken(exc):
+                        await _invalidate(sa_conn)
+                    raise
+                return
+        raise asyncpg.ConnectionDoesNotExistError("every pooled connection tried was closed")
+
+    async def connect_direct(self, timeout_s: float, application_name: str) -> asyncpg.Connection:
+        _args, options = self.engine.dialect.create_connect_args(self.engine.url)
+        for key in _SQLALCHEMY_ONLY_OPTIONS:
+            options.pop(key, None)
+        return await asyncpg.connect(
+            **options,
+            timeout=timeout_s,
+            server_settings={"application_name": application_name},
+        )
+
+    async def close(self) -> None:
+        return None  # the application's engine: aqueue never disposes it
+
+
+async def _invalidate(sa_conn: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await sa_conn.invalidate()

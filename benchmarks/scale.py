@@ -1,0 +1,132 @@
+"""Scale: drain throughput with a long queue, and with millions of finished jobs kept in the
+table. The claim must stay an index range scan whatever the table holds; :func:`explain`
+shows the plans (the claim's own and, through auto_explain, those of the functions it calls).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+from . import ceiling
+from .app import noop
+from .harness import Bench, WorkerProcess
+from .workloads import ENQUEUE_CHUNK, Figures
+
+MEASURED = 50_000  # the throughput of the first 50,000 jobs drained
+FILL_CHUNK = 1_000_000
+
+
+async def _queue(bench: Bench, n: int) -> tuple[int, float]:
+    """Queue ``n`` jobs in one transaction; return the first id and the commit time."""
+    from google.protobuf.empty_pb2 import Empty
+
+    payloads = [Empty()] * ENQUEUE_CHUNK
+    first = None
+    async with bench.pg.transaction():
+        left = n
+        while left > 0:
+            ids = await bench.app.enqueue_many(
+                noop, payloads[: min(left, ENQUEUE_CHUNK)], conn=bench.pg
+            )
+            first = ids[0] if first is None else first
+            left -= ENQUEUE_CHUNK
+    assert first is not None
+    return first, time.perf_counter()
+
+
+async def _drain_first(bench: Bench, queued: int, completed_kept: int = 0) -> Figures:
+    await bench.reset()
+    left = completed_kept
+    while left > 0:
+        await bench.pg.execute(ceiling.statement("fill_completed"), min(left, FILL_CHUNK))
+        left -= FILL_CHUNK
+    if completed_kept:
+        await bench.pg.execute(f"VACUUM ANALYZE {bench.table}")  # as autovacuum would
+    measured = min(queued, MEASURED)
+    worker = WorkerProcess(bench.dsn, 16)
+    async with worker.running():
+        await anyio.sleep(0.2)
+        first, start = await _queue(bench, queued)
+        last = first + measured - 1  # claimed in id order: same priority and due time
+        while True:
+            state = await bench.pg.fetchval(
+                f"SELECT state::text FROM {bench.table} WHERE id = $1", last
+            )
+            if state == "completed":
+                break
+            await anyio.sleep(0.01)
+        end = time.perf_counter()
+    behind = await bench.pg.fetchval(
+        f"SELECT count(*) FROM {bench.table} WHERE id BETWEEN $1 AND $2 AND state <> 'completed'",
+        first,
+        last,
+    )
+    return {"jobs_per_s": (measured - behind) / (end - start), "rows": queued + completed_kept}
+
+
+async def queued_10k(bench: Bench, _n: int) -> Figures:
+    return await _drain_first(bench, 10_000)
+
+
+async def queued_100k(bench: Bench, _n: int) -> Figures:
+    return await _drain_first(bench, 100_000)
+
+
+async def queued_1m(bench: Bench, _n: int) -> Figures:
+    return await _drain_first(bench, 1_000_000)
+
+
+async def completed_5m(bench: Bench, _n: int) -> Figures:
+    """50,000 queued beside 5,000,000 completed jobs."""
+    return await _drain_first(bench, 50_000, completed_kept=5_000_000)
+
+
+async def explain(bench: Bench, queued: int, completed_kept: int) -> list[str]:
+    """The claim's plan with ``queued`` jobs queued and ``completed_kept`` finished, in a
+    transaction that is rolled back. Nested plans come from auto_explain (superuser only)."""
+    from google.protobuf.empty_pb2 import Empty
+
+    await bench.reset()
+    left = completed_kept
+    while left > 0:
+        await bench.pg.execute(ceiling.statement("fill_completed"), min(left, FILL_CHUNK))
+        left -= FILL_CHUNK
+    left = queued
+    while left > 0:
+        await bench.app.enqueue_many(noop, [Empty()] * min(left, ENQUEUE_CHUNK))
+        left -= ENQUEUE_CHUNK
+    await bench.pg.execute(f"VACUUM ANALYZE {bench.table}")
+    store = await bench.app._get_store()
+    claim = store._sql["claim"]
+    nested: list[str] = []
+
+    def on_log(_conn: Any, message: Any) -> None:
+        nested.append(str(message.message if hasattr(message, "message") else message))
+
+    bench.pg.add_log_listener(on_log)
+    try:
+        async with bench.pg.transaction():
+            await bench.pg.execute("LOAD 'auto_explain'")
+            for setting in (
+                "auto_explain.log_min_duration = 0",
+                "auto_explain.log_nested_statements = on",
+                "auto_explain.log_analyze = on",
+                "client_min_messages = log",
+            ):
+                await bench.pg.execute(f"SET LOCAL {setting}")
+            rows = await bench.pg.fetch(
+                "EXPLAIN (ANALYZE, COSTS OFF) " + claim, 16, ["noop"], None, "explain", 30.0, [], []
+            )
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        bench.pg.remove_log_listener(on_log)
+    return [row[0] for row in rows] + [line for text in nested for line in text.splitlines()]
+
+
+class _Rollback(Exception):
+    pass

@@ -1,0 +1,168 @@
+"""aqueue's workloads. Each one takes the Bench and a size, and returns its figures (named
+with their units: ``jobs_per_s``, ``p50_ms``, ...). Throughput is measured from the commit
+that makes the jobs visible to the moment none is left queued or running: the worker is
+already up and idle, so start-up is not counted, and completion means written to the table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.wrappers_pb2 import Int64Value
+
+from .app import io_10ms, noop, timed
+from .harness import Bench, StartTimes, WorkerProcess, median, pace, percentile
+
+Figures = dict[str, float]
+ENQUEUE_CHUNK = 10_000
+
+
+async def enqueue_single(bench: Bench, n: int) -> Figures:
+    """One task enqueues ``n`` jobs one by one, each committed (and NOTIFYing) on its own."""
+    await bench.reset()
+    payload = Empty()
+    await bench.app.enqueue(noop, payload)  # connect and warm the pool outside the clock
+    start = time.perf_counter()
+    for _ in range(n):
+        await bench.app.enqueue(noop, payload)
+    return {"jobs_per_s": n / (time.perf_counter() - start)}
+
+
+async def enqueue_bulk(bench: Bench, n: int) -> Figures:
+    """``enqueue_many`` in calls of 10,000 jobs, each call one statement and one NOTIFY."""
+    await bench.reset()
+    payloads = [Empty()] * ENQUEUE_CHUNK
+    await bench.app.enqueue(noop, Empty())
+    start = time.perf_counter()
+    for _ in range(max(1, n // ENQUEUE_CHUNK)):
+        await bench.app.enqueue_many(noop, payloads)
+    calls = max(1, n // ENQUEUE_CHUNK)
+    return {"jobs_per_s": calls * ENQUEUE_CHUNK / (time.perf_counter() - start)}
+
+
+async def _queue_at_once(bench: Bench, job: Any, n: int) -> float:
+    """Insert ``n`` jobs in one transaction (they appear together, with one NOTIFY per
+    statement); return ``time.perf_counter()`` after the commit."""
+    payloads = [Empty()] * min(n, ENQUEUE_CHUNK)
+    async with bench.pg.transaction():
+        left = n
+        while left > 0:
+            await bench.app.enqueue_many(job, payloads[:left], conn=bench.pg)
+            left -= ENQUEUE_CHUNK
+    return time.perf_counter()
+
+
+async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
+    await bench.reset()
+    worker = WorkerProcess(bench.dsn, concurrency)
+    async with worker.running():
+        await anyio.sleep(0.2)  # past its first (empty) claim
+        connections = 0
+        done = anyio.Event()
+
+        async def watch_connections() -> None:
+            nonlocal connections
+            while not done.is_set():
+                connections = max(connections, worker.connections())
+                with anyio.move_on_after(0.25):
+                    await done.wait()
+
+        start = await _queue_at_once(bench, job, n)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_connections)
+            end = await bench.wait_finished(timeout_s=600)
+            done.set()
+        counts = await bench.counts()
+        if counts.get("completed", 0) != n:
+            raise RuntimeError(f"expected {n} completed jobs, found {counts}")
+        return {
+            "jobs_per_s": n / (end - start),
+            "worker_peak_rss_mib": worker.peak_rss_mib(),
+            "worker_connections": connections,
+        }
+
+
+async def drain_c16(bench: Bench, n: int) -> Figures:
+    return await _drain(bench, noop, n, 16)
+
+
+async def drain_c64(bench: Bench, n: int) -> Figures:
+    return await _drain(bench, noop, n, 64)
+
+
+async def io_c256(bench: Bench, n: int) -> Figures:
+    """Handlers that await 10 ms of I/O, at concurrency 256."""
+    return await _drain(bench, io_10ms, n, 256)
+
+
+async def _latencies(bench: Bench, n: int, rate_per_s: float) -> Figures:
+    """Enqueue ``n`` timed jobs at ``rate_per_s``, one committed statement each; each job's
+    latency is its handler's first line minus the moment its enqueue call returned (the
+    commit was acknowledged)."""
+    await bench.reset()
+    times = StartTimes()
+    committed: dict[int, float] = {}
+    async with anyio.create_task_group() as tg:
+        await tg.start(times.serve)
+        worker = WorkerProcess(bench.dsn, 16, times.port)
+        async with worker.running():
+            await anyio.sleep(0.2)
+            await bench.app.enqueue(timed, Int64Value(value=-1))  # warm up both sides
+            await times.wait_for(1, timeout_s=10)
+
+            async def one(i: int) -> None:
+                await bench.app.enqueue(timed, Int64Value(value=i))
+                committed[i] = time.time()
+
+            reached = await pace(rate_per_s, n, one)
+            await times.wait_for(n + 1, timeout_s=60)
+            await bench.wait_finished(timeout_s=60)
+            rss = worker.peak_rss_mib()
+        tg.cancel_scope.cancel()
+    counts = await bench.counts()
+    left = n + 1 - counts.get("completed", 0)
+    ms = [(times.started[i] - committed[i]) * 1000 for i in range(n)]
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+        "enqueued_per_s": reached,
+        "left_behind": left,
+        "worker_peak_rss_mib": rss,
+    }
+
+
+async def wakeup(bench: Bench, n: int) -> Figures:
+    """An idle worker: one job at a time, 20 ms apart."""
+    return await _latencies(bench, n, rate_per_s=50)
+
+
+async def steady_1000(bench: Bench, n: int) -> Figures:
+    """1,000 jobs a second for ``n`` jobs (20,000: 20 s)."""
+    return await _latencies(bench, n, rate_per_s=1000)
+
+
+async def idle(bench: Bench, seconds: int) -> Figures:
+    """An idle worker with the default settings (in this process): statements a second."""
+    await bench.reset()
+    store = await bench.app._get_store()
+    async with bench.app.worker() as worker:
+        await worker.wait_ready()
+        before = store.statistics().total
+        await anyio.sleep(seconds)
+        after = store.statistics().total
+    return {"statements_per_s": (after - before) / seconds}
+
+
+def median_of(runs: list[Figures]) -> dict[str, Any]:
+    keys = runs[0].keys()
+    return {
+        key: {
+            "median": median([r[key] for r in runs]),
+            "min": min(r[key] for r in runs),
+            "max": max(r[key] for r in runs),
+        }
+        for key in keys
+    }

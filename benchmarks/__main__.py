@@ -82,6 +82,10 @@ WORKLOADS = {
     "idle": Workload(
         "idle worker, default settings: statements", "idle", w.idle, 30, 2, "< 1/s",
     ),
+    "queued_50k": Workload(
+        "scale: drain with 50,000 queued (jobs/s; the baseline)", "rate", scale.queued_50k,
+        1, 1, "", scale=True,
+    ),
     "queued_10k": Workload(
         "scale: drain with 10,000 queued (jobs/s)", "rate", scale.queued_10k, 1, 1, "", scale=True
     ),
@@ -91,11 +95,11 @@ WORKLOADS = {
     ),
     "queued_1m": Workload(
         "scale: drain with 1,000,000 queued, first 50,000 (jobs/s)", "rate", scale.queued_1m,
-        1, 1, "within 20% of drain_c16", scale=True,
+        1, 1, "within 20% of 50,000 queued", scale=True,
     ),
     "completed_5m": Workload(
         "scale: drain 50,000 beside 5,000,000 completed (jobs/s)", "rate", scale.completed_5m,
-        1, 1, "within 20% of drain_c16", scale=True,
+        1, 1, "within 20% of 50,000 queued", scale=True,
     ),
 }  # fmt: skip
 

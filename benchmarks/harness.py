@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
@@ -64,6 +63,15 @@ class Bench:
             await anyio.sleep(interval_s)
         return time.perf_counter()
 
+    async def aqueue_connections(self, conn: asyncpg.Connection) -> int:
+        """Backends named ``aqueue`` (over TCP or a Unix socket alike): while the producer's
+        pool is closed, those of the worker process."""
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aqueue'"
+            )
+        )
+
     async def counts(self) -> dict[str, int]:
         rows = await self.pg.fetch(f"SELECT state::text, count(*) FROM {self.table} GROUP BY state")
         return {row[0]: row[1] for row in rows}
@@ -103,7 +111,6 @@ class WorkerProcess:
             *extra,
         ]
         self.env = {**os.environ, "AQUEUE_BENCH_UDP_PORT": str(udp_port)}
-        self.db_port = urlsplit(dsn).port or 5432
         self.output: list[str] = []
         self.proc: Process | None = None
 
@@ -158,14 +165,6 @@ class WorkerProcess:
     def peak_rss_mib(self) -> float:
         """The worker's peak resident memory so far (Linux: VmHWM)."""
         return self._status("VmHWM")
-
-    def connections(self) -> int:
-        """Open TCP connections from the worker process to the database's port."""
-        return sum(
-            1
-            for c in psutil.Process(self.pid).net_connections("inet")
-            if c.raddr and c.raddr.port == self.db_port and c.status == psutil.CONN_ESTABLISHED
-        )
 
 
 @dataclass

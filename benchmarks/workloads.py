@@ -5,10 +5,12 @@ already up and idle, so start-up is not counted, and completion means written to
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import anyio
+import asyncpg
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import Int64Value
 
@@ -56,8 +58,12 @@ async def _queue_at_once(bench: Bench, job: Any, n: int) -> float:
 
 async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
     await bench.reset()
+    await bench.app.close()  # so that the only connections named "aqueue" are the worker's
+    watch = await asyncpg.connect(bench.dsn)
     worker = WorkerProcess(bench.dsn, concurrency)
-    async with worker.running():
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(watch.close)
+        await stack.enter_async_context(worker.running())
         await anyio.sleep(0.2)  # past its first (empty) claim
         connections = 0
         done = anyio.Event()
@@ -65,7 +71,7 @@ async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
         async def watch_connections() -> None:
             nonlocal connections
             while not done.is_set():
-                connections = max(connections, worker.connections())
+                connections = max(connections, await bench.aqueue_connections(watch))
                 with anyio.move_on_after(0.25):
                     await done.wait()
 

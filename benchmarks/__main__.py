@@ -58,29 +58,29 @@ WORKLOADS = {
         },
     ),
     "drain_c16": Workload(
-        "drain 50,000 queued, concurrency 16 (jobs/s)", "rate", w.drain_c16, 50_000, 5_000,
+        "drain the queued jobs, concurrency 16 (jobs/s)", "rate", w.drain_c16, 50_000, 5_000,
         "≥ 6,000", ceiling.drain_c16,
         {"pgqueuer": peers.pgqueuer_drain_c16, "procrastinate": peers.procrastinate_drain_c16},
     ),
     "drain_c64": Workload(
-        "drain 10,000 queued, concurrency 64 (jobs/s)", "rate", w.drain_c64, 10_000, 5_000,
+        "drain the queued jobs, concurrency 64 (jobs/s)", "rate", w.drain_c64, 10_000, 5_000,
         "≥ 12,000", ceiling.drain_c64,
         {"pgqueuer": peers.pgqueuer_drain_c64, "procrastinate": peers.procrastinate_drain_c64},
     ),
     "io_c256": Workload(
-        "10 ms I/O handlers, concurrency 256, 50,000 jobs (jobs/s)", "rate", w.io_c256,
+        "10 ms I/O handlers, concurrency 256 (jobs/s)", "rate", w.io_c256,
         50_000, 5_000, "≥ 10,000",
     ),
     "wakeup": Workload(
-        "idle worker: enqueue-commit to handler start", "latency", w.wakeup, 500, 30,
+        "idle worker, jobs 20 ms apart: enqueue-commit to start", "latency", w.wakeup, 500, 30,
         "p50 ≤ 2 ms, p99 ≤ 5 ms",
     ),
     "steady_1000": Workload(
-        "1,000 jobs/s for 20 s: enqueue-commit to handler start", "latency", w.steady_1000,
+        "1,000 jobs/s steady: enqueue-commit to start", "latency", w.steady_1000,
         20_000, 2_000, "p50 ≤ 3 ms, p99 ≤ 20 ms",
     ),
     "idle": Workload(
-        "idle worker, default settings: statements", "idle", w.idle, 30, 2, "< 1/s",
+        "idle worker, default settings, seconds: statements", "idle", w.idle, 30, 2, "< 1/s",
     ),
     "queued_50k": Workload(
         "scale: drain with 50,000 queued (jobs/s; the baseline)", "rate", scale.queued_50k,

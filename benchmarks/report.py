@@ -53,7 +53,7 @@ def table(results: dict[str, Any]) -> str:
     """One row per workload: aqueue, target, the raw-SQL ceiling and aqueue's share of it,
     and the peers when they were run."""
     peers = sorted({p for r in results.values() for p in r.get("peers", {})})
-    head = ["workload", "aqueue", "target", "raw SQL ceiling", "aqueue / ceiling", *peers]
+    head = ["workload", "size", "aqueue", "target", "raw SQL ceiling", "aqueue / ceiling", *peers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for result in results.values():
         kind = result["kind"]
@@ -64,6 +64,7 @@ def table(results: dict[str, Any]) -> str:
             share = f"{aq['jobs_per_s']['median'] / ceiling['jobs_per_s']['median']:.0%}"
         row = [
             result["what"],
+            f"{result['size']:,}" if result["size"] > 1 else "",
             aqueue_cell(kind, aq),
             result.get("target", ""),
             cell(ceiling, "jobs_per_s"),

@@ -45,4 +45,4 @@ async def test_the_benchmark_smoke_run_completes_and_reports_every_workload(
             assert result["ceiling"]["jobs_per_s"]["median"] > 0, name
     drain = report["results"]["drain_c16"]["aqueue"]
     assert 1 <= drain["worker_connections"]["median"] <= 3  # pool (2) + LISTEN
-    assert "| workload | aqueue | target | raw SQL ceiling |" in done.stdout
+    assert "| workload | size | aqueue | target | raw SQL ceiling |" in done.stdout

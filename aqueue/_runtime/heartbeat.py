@@ -60,7 +60,6 @@ class Heartbeat:
         self._outage_log = outage_log
         self._clock = clock
         self._poked = anyio.Event()
-        self._wakeup = threading.Event()  # wakes the thread to stop
         self._stop = threading.Event()
         self._acked = 0  # written by the worker's loop, read by the thread
         self.beats = 0
@@ -86,7 +85,6 @@ class Heartbeat:
             await self._beat_from_loop()
         finally:
             self._stop.set()
-            self._wakeup.set()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(thread.join, CONNECT_TIMEOUT_S + 5)
 
@@ -136,8 +134,7 @@ class Heartbeat:
         try:
             while not self._stop.is_set():
                 # Blocking here is fine: this loop runs nothing but this coroutine.
-                self._wakeup.wait(WATCH_TICK_S)
-                if self._stop.is_set():
+                if self._stop.wait(WATCH_TICK_S):
                     return
                 now = self._clock()
                 # Loop watch: a probe scheduled on the worker's loop that has not run yet

@@ -1,0 +1,84 @@
+"""The claim statement: it completes the attempts it is given, and it walks the claim index
+whatever the table's statistics say."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+
+import aqueue
+from aqueue._store.store import Store
+from tests.payloads_pb2 import Task
+
+
+async def test_claim_completes_the_attempts_it_is_given_guarded_like_complete(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    store = app._store
+    assert isinstance(store, Store)
+    first_id, second_id, third_id = await app.enqueue_many("folded", [Task(), Task(), Task()])
+    first, second = (await store.claim(2, ["folded"], None, "worker-a", 30)).jobs
+    assert [first.id, second.id] == [first_id, second_id]
+    # The second's attempt number is wrong: a late write from an earlier attempt.
+    claim = await store.claim(2, ["folded"], None, "worker-a", 30, [first.id, second.id], [1, 7])
+    assert claim.completed == {first_id}
+    assert [job.id for job in claim.jobs] == [third_id]
+    assert claim.next_due_s is None  # nothing else queued
+    # Repeated (its reply lost with the connection): reported as completed again, once.
+    again = await store.claim(1, ["folded"], None, "worker-a", 30, [first.id], [1])
+    assert again.completed == {first_id}
+    assert again.jobs == []
+    # Another worker's completion of the same attempt changes nothing.
+    other = await store.claim(1, ["folded"], None, "worker-b", 30, [second.id], [1])
+    assert other.completed == set()
+    rows = await pg.fetch(
+        f"SELECT id, state::text, worker_id FROM {schema}.background_jobs ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [
+        (first_id, "completed", "worker-a"),
+        (second_id, "running", "worker-a"),
+        (third_id, "running", "worker-a"),
+    ]
+
+
+async def test_claim_walks_the_claim_index_with_30000_jobs_just_queued(
+    app: aqueue.App, pg: asyncpg.Connection
+) -> None:
+    """Right after a bulk enqueue the statistics say the table is (nearly) empty, and the
+    planner's own choice was a bitmap scan of every queued row plus a sort, per claim. The
+    lookup inside due_jobs must read the claim index in order and stop after the 16 rows it
+    locks. Its plan is read with auto_explain, which logs nested statements."""
+    store = app._store
+    assert isinstance(store, Store)
+    for _ in range(3):
+        await app.enqueue_many("bulk", [Task()] * 10_000)
+    plans: list[str] = []
+
+    def on_log(_conn: Any, message: Any) -> None:
+        plans.append(str(message))
+
+    pg.add_log_listener(on_log)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        try:
+            await pg.execute("LOAD 'auto_explain'")
+            await pg.execute("SET LOCAL auto_explain.log_min_duration = 0")
+            await pg.execute("SET LOCAL auto_explain.log_nested_statements = on")
+            await pg.execute("SET LOCAL auto_explain.log_analyze = on")
+            await pg.execute("SET LOCAL client_min_messages = log")
+            rows = await pg.fetch(store._sql["claim"], 16, ["bulk"], None, "w", 30.0, [], [])
+        finally:
+            await tx.rollback()
+    finally:
+        pg.remove_log_listener(on_log)
+    assert len(rows) == 16
+    (due_plan,) = [p for p in plans if "ORDER BY priority DESC" in p and "LIMIT lim" in p]
+    assert "Index Scan using background_jobs_claim_idx" in due_plan, due_plan
+    scan = due_plan.split("Index Scan using background_jobs_claim_idx")[1]
+    # Stopped after the 16 rows it locked (PostgreSQL 18 prints rows=16.00).
+    assert re.search(r"actual time=\S+ rows=16(\.00)? loops=1", scan), scan
+    assert "Sort" not in due_plan, due_plan
+    assert "Bitmap" not in due_plan, due_plan

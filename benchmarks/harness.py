@@ -8,7 +8,6 @@ import os
 import platform
 import signal
 import socket
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -198,10 +197,6 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 async def pace(rate_per_s: float, count: int, action: Callable[[int], Awaitable[None]]) -> float:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 Summary = dict[str, dict[str, float]]  # figure -> {"median", "min", "max"}
 
 
 def summarize(runs: list[dict[str, float]]) -> Summary:
-    import statistics
-
     return {
         key: {
             "median": statistics.median(r[key] for r in runs),

@@ -15,7 +15,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from .app import io_10ms, noop, timed
-from .harness import Bench, StartTimes, WorkerProcess, median, pace, percentile
+from .harness import Bench, StartTimes, WorkerProcess, pace, percentile
 
 Figures = dict[str, float]
 ENQUEUE_CHUNK = 10_000
@@ -160,15 +160,3 @@ async def idle(bench: Bench, seconds: int) -> Figures:
         await anyio.sleep(seconds)
         after = store.statistics().total
     return {"statements_per_s": (after - before) / seconds}
-
-
-def median_of(runs: list[Figures]) -> dict[str, Any]:
-    keys = runs[0].keys()
-    return {
-        key: {
-            "median": median([r[key] for r in runs]),
-            "min": min(r[key] for r in runs),
-            "max": max(r[key] for r in runs),
-        }
-        for key in keys
-    }

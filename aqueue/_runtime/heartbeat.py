@@ -1,5 +1,6 @@
 """Heartbeat: extends the leases of this worker's running jobs. Beats run on the worker's
-event loop over the pool; a thread of its own watches that loop, and while the loop is
+event loop over the LISTEN connection (the pool while that is down); a thread of its own
+watches that loop, and while the loop is
 blocked (a ``time.sleep`` in an ``async def``) beats from the thread, over a connection it
 opens for that time only (so a healthy worker holds no extra connection). The thread also
 names the handler that blocks the loop, and stops beating when it stays blocked past
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import anyio
 import asyncpg
 
-from .._store.store import Store
+from .._store.store import Listening, Store
 from ..errors import DatabaseError
 from .logs import Throttled
 
@@ -30,6 +31,7 @@ WATCH_TICK_S = 0.25  # how often the thread looks at the loop (and at a pending 
 LOOP_BLOCKED_WARN_S = 1.0  # a loop blocked this long gets a warning naming the culprit
 POKE_MIN_INTERVAL_S = 0.05  # a burst of cancel hints costs one extra beat, not many
 CONNECT_TIMEOUT_S = 10.0
+LISTEN_BEAT_TIMEOUT_MIN_S = 0.25  # then the beat goes over the pool instead
 
 Held = Callable[[], list[tuple[int, int]]]
 Lost = Callable[[dict[tuple[int, int], str | None]], None]
@@ -47,6 +49,7 @@ class Heartbeat:
         on_lost: Lost,
         describe_loop: Callable[[types.FrameType | None], str],
         outage_log: Throttled,
+        listening: Callable[[], Listening | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -59,6 +62,7 @@ class Heartbeat:
         self._describe_loop = describe_loop
         self._outage_log = outage_log
         self._clock = clock
+        self._listening = listening
         self._poked = anyio.Event()
         self._stop = threading.Event()
         self._acked = 0  # written by the worker's loop, read by the thread
@@ -102,16 +106,29 @@ class Heartbeat:
             held = self._held()
             if not held:
                 continue
+            ids, attempts = [h[0] for h in held], [h[1] for h in held]
             try:
-                lost = await self._store.heartbeat(
-                    self._worker_id, [h[0] for h in held], [h[1] for h in held], self._lease_s
-                )
+                lost = await self._beat_once(ids, attempts)
             except DatabaseError as exc:
                 self._outage_log.warning("%s", exc)
                 continue
             self.beats += 1
             if lost:
                 self._on_lost(lost)
+
+    async def _beat_once(
+        self, ids: list[int], attempts: list[int]
+    ) -> dict[tuple[int, int], str | None]:
+        # On the LISTEN connection while it is healthy (no pooled connection needed, and
+        # none that a claim stuck on a lock could hold); else, or if that fails, on the pool.
+        listening = self._listening()
+        if listening is not None and not listening.failed:
+            timeout_s = max(self._interval_s / 2, LISTEN_BEAT_TIMEOUT_MIN_S)
+            with contextlib.suppress(DatabaseError):
+                return await listening.heartbeat(
+                    self._worker_id, ids, attempts, self._lease_s, timeout_s
+                )
+        return await self._store.heartbeat(self._worker_id, ids, attempts, self._lease_s)
 
     # -- the thread -----------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class Notifier:
         self._keepalive_s = keepalive_s
         self.notifications = 0
         self.listening = False
+        self.current: Listening | None = None  # the LISTEN connection, while it is up
 
     def _on_notify(self, payload: str) -> None:
         self.notifications += 1
@@ -60,6 +61,7 @@ class Notifier:
             try:
                 async with self._store.listen(self._on_notify) as listening:
                     self.listening = True
+                    self.current = listening
                     backoff = 0.1
                     if started:
                         log.info("listen: reconnected")
@@ -74,6 +76,7 @@ class Notifier:
                 self._throttled.warning("%s; reconnecting in %.1f s", exc, backoff)
             finally:
                 self.listening = False
+                self.current = None
             if started:
                 self._throttled.warning("listen: connection lost; reconnecting")
             await anyio.sleep(backoff)

@@ -155,6 +155,7 @@ class Worker:
             self._leases_lost,
             self._describe_loop,
             self._outage_log,
+            listening=lambda: self._notifier.current,
         )
         self._maintenance = Maintenance(
             store,

@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -331,13 +331,31 @@ class Claim:
 
 @dataclass(slots=True)
 class Listening:
-    """The LISTEN connection, as :meth:`Store.listen` yields it."""
+    """The LISTEN connection, as :meth:`Store.listen` yields it. Between notifications it
+    carries the keepalive ping and the heartbeats, one statement at a time."""
 
     _store: Store
     _conn: asyncpg.Connection
     lost: anyio.Event
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+    failed: bool = False  # a statement on it failed: it is about to be replaced
 
     async def ping(self, timeout_s: float) -> None:
         """Raise :class:`DatabaseError` unless the connection answers within ``timeout_s``
         (a keepalive: a silently dead TCP connection would otherwise never notify again)."""
-        await self._store._ping(self._conn, timeout_s)
+        async with self._lock:
+            await self._store._ping(self._conn, timeout_s)
+
+    async def heartbeat(
+        self, worker_id: str, ids: list[int], attempts: list[int], lease_s: float, timeout_s: float
+    ) -> dict[tuple[int, int], str | None]:
+        """:meth:`Store.heartbeat` on this connection, which claims and completions never
+        use: one of theirs waiting on a row lock cannot hold up the leases."""
+        async with self._lock:
+            try:
+                return await self._store.heartbeat(
+                    worker_id, ids, attempts, lease_s, conn=self._conn, timeout_s=timeout_s
+                )
+            except DatabaseError:
+                self.failed = True
+                raise

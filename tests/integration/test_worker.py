@@ -455,3 +455,53 @@ async def test_connections_the_server_closed_are_replaced_and_listen_reconnects(
         with anyio.fail_after(1):  # well inside the 2 s safety poll of this app
             await worker.wait_processed(3)
     assert worker.statistics().completed == 3
+
+
+async def test_writes_stuck_on_row_locks_do_not_hold_up_the_heartbeats(
+    app: aqueue.App, dsn: str, pg: asyncpg.Connection, schema: str
+) -> None:
+    """Someone else's transaction locks the rows of two jobs as they finish, so the worker's
+    completion and its failure write both wait on the locks, on both of the worker's pooled
+    connections, for longer than a lease. Heartbeats go over the LISTEN connection, so the
+    other running jobs keep their leases: a second app rescuing expired leases finds none."""
+    finish = anyio.Event()
+
+    @app.job(payload=Task)
+    async def long_job(payload: Task) -> None:
+        await anyio.sleep(3.0)
+
+    @app.job(payload=Task)
+    async def gated(payload: Task) -> None:
+        await finish.wait()
+        if payload.fail:
+            raise RuntimeError("fails on purpose")
+
+    long_ids = await app.enqueue_many(long_job, [Task(), Task()])
+    gated_ids = await app.enqueue_many(gated, [Task(), Task(fail=True)])
+    rescuer = aqueue.App(dsn, schema=schema)
+    rescued: dict[int, str] = {}
+    settings = {"lease_s": 1.0, "heartbeat_s": 0.25, "maintenance_interval_s": 60.0}
+    try:
+        rescue_store = await rescuer._get_store()
+        async with app.worker(concurrency=4, **settings) as worker:
+            await worker.wait_until(lambda s: s.running == 4)
+            async with pg.transaction():
+                await pg.execute(
+                    f"SELECT 1 FROM {schema}.background_jobs WHERE id = ANY($1) FOR UPDATE",
+                    gated_ids,
+                )
+                finish.set()
+                # Over twice the lease on the database clock, rescuing all along.
+                deadline = await pg.fetchval("SELECT clock_timestamp() + interval '2.2 s'")
+                while await pg.fetchval("SELECT clock_timestamp()") < deadline:
+                    rescued |= await rescue_store.rescue("rescuer", [])
+                    await anyio.sleep(0.1)
+            await worker.wait_processed(4)
+            stats = worker.statistics()
+    finally:
+        await rescuer.close()
+    assert rescued == {}
+    assert (stats.completed, stats.errored, stats.stale) == (3, 1, 0)
+    for job_id in long_ids:
+        row = await state_of(pg, schema, job_id)
+        assert (row["state"], row["try_count"]) == ("completed", 1)

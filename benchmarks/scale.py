@@ -13,28 +13,10 @@ import anyio
 from . import ceiling
 from .app import noop
 from .harness import Bench, WorkerProcess
-from .workloads import ENQUEUE_CHUNK, Figures
+from .workloads import ENQUEUE_CHUNK, Figures, queue_at_once
 
 MEASURED = 50_000  # the throughput of the first 50,000 jobs drained
 FILL_CHUNK = 1_000_000
-
-
-async def _queue(bench: Bench, n: int) -> tuple[int, float]:
-    """Queue ``n`` jobs in one transaction; return the first id and the commit time."""
-    from google.protobuf.empty_pb2 import Empty
-
-    payloads = [Empty()] * ENQUEUE_CHUNK
-    first = None
-    async with bench.pg.transaction():
-        left = n
-        while left > 0:
-            ids = await bench.app.enqueue_many(
-                noop, payloads[: min(left, ENQUEUE_CHUNK)], conn=bench.pg
-            )
-            first = ids[0] if first is None else first
-            left -= ENQUEUE_CHUNK
-    assert first is not None
-    return first, time.perf_counter()
 
 
 async def _drain_first(bench: Bench, queued: int, completed_kept: int = 0) -> Figures:
@@ -49,7 +31,7 @@ async def _drain_first(bench: Bench, queued: int, completed_kept: int = 0) -> Fi
     worker = WorkerProcess(bench.dsn, 16)
     async with worker.running():
         await anyio.sleep(0.2)
-        first, start = await _queue(bench, queued)
+        first, start = await queue_at_once(bench, noop, queued)
         last = first + measured - 1  # claimed in id order: same priority and due time
         while True:
             state = await bench.pg.fetchval(

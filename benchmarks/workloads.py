@@ -44,16 +44,19 @@ async def enqueue_bulk(bench: Bench, n: int) -> Figures:
     return {"jobs_per_s": calls * ENQUEUE_CHUNK / (time.perf_counter() - start)}
 
 
-async def _queue_at_once(bench: Bench, job: Any, n: int) -> float:
+async def queue_at_once(bench: Bench, job: Any, n: int) -> tuple[int, float]:
     """Insert ``n`` jobs in one transaction (they appear together, with one NOTIFY per
-    statement); return ``time.perf_counter()`` after the commit."""
+    statement); return the first job's id and ``time.perf_counter()`` after the commit."""
     payloads = [Empty()] * min(n, ENQUEUE_CHUNK)
+    first: int | None = None
     async with bench.pg.transaction():
         left = n
         while left > 0:
-            await bench.app.enqueue_many(job, payloads[:left], conn=bench.pg)
+            ids = await bench.app.enqueue_many(job, payloads[:left], conn=bench.pg)
+            first = ids[0] if first is None else first
             left -= ENQUEUE_CHUNK
-    return time.perf_counter()
+    assert first is not None
+    return first, time.perf_counter()
 
 
 async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
@@ -75,7 +78,7 @@ async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
                 with anyio.move_on_after(0.25):
                     await done.wait()
 
-        start = await _queue_at_once(bench, job, n)
+        _, start = await queue_at_once(bench, job, n)
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_connections)
             end = await bench.wait_finished(timeout_s=600)

@@ -3,6 +3,7 @@ touches SQL; the completer persists what it reports."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import random
@@ -47,7 +48,20 @@ def format_failure(
     return bound_text(redact("".join(traceback.format_exception(exc))), limit)
 
 
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it in a ``text`` column: a NUL character becomes
+    ``\\x00`` and a lone surrogate (a ``surrogateescape``-decoded file name) ``\\udcxx``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        # Surrogates cannot be encoded as UTF-8; backslashreplace spells them out.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def bound_text(text: str, limit: int = FAILURE_INFO_MAX_CHARS) -> str:
+    """``text`` made :func:`storable`, then bounded to ``limit`` characters."""
+    text = storable(text)
     if len(text) <= limit:
         return text
     keep = max(limit - len(TRUNCATED_MARKER), 0)
@@ -69,8 +83,12 @@ class Executor:
         self._redact = redact  # scrubs the DSN's password from failure_info
 
     async def execute(self, job: ClaimedJob) -> Outcome:
-        """Run one attempt. Any ``Exception`` from the handler is a failed attempt; a
-        cancellation propagates (the worker decides what a cancelled attempt means)."""
+        """Run one attempt. Whatever escapes the handler is a failed attempt, with its
+        traceback: any ``Exception``, ``SystemExit`` and ``KeyboardInterrupt`` (a library
+        calling ``sys.exit()`` must not take the worker down), and a ``CancelledError`` the
+        handler raised on its own. Only a cancellation of this task (the worker cancelled
+        it: shutdown, lost lease, ``app.cancel``) propagates; the worker decides what it
+        means. The attempt's own ``timeout_s`` is a failure too."""
         job_type = self._registry.get(job.job_type)
         if job_type is None:  # claims filter by registered types; defensive only
             return Outcome(
@@ -100,27 +118,50 @@ class Executor:
             with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as limit:
                 await job_type.handler(payload)
         except Exception as exc:
-            info = format_failure(exc, redact=self._redact)
-            return self._failed(job, info, type(exc).__name__)
-        if limit.cancelled_caught:
+            return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this task was cancelled: the worker's decision, not a failure
+            # Raised by the handler itself (it awaited a future someone else cancelled):
+            # a failure like any other, or it would be handed back and claimed again at
+            # once, over and over, never counting against max_tries.
+            return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Raised by the handler's code (a real Ctrl-C reaches a worker as a signal, or
+            # as a cancellation from asyncio's runner). Let it escape the task and asyncio
+            # re-raises it out of the event loop: the worker dies, and so would every
+            # worker that claims this job next.
+            log.error(
+                "fail: job %d (%s) raised %s; recorded as a failed attempt, the worker goes on",
+                job.id,
+                job.job_type,
+                type(exc).__name__,
+            )
+            return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+        if limit.cancel_called:
+            # Past its deadline, even if the handler swallowed the cancellation and returned.
             info = (
                 f"TimeoutError: attempt {job.attempt} of job {job.id} ({job.job_type}) ran "
                 f"longer than its timeout_s={timeout_s:g} and was cancelled"
             )
-            return self._failed(job, info, "TimeoutError")
+            return self.failed(job, info, "TimeoutError")
         return Outcome(job, Verdict.COMPLETE)
 
-    def _failed(self, job: ClaimedJob, info: str, error: str) -> Outcome:
-        """A failed attempt; ``info`` is its failure_info, already redacted and bounded."""
+    def failed(self, job: ClaimedJob, info: str, error: str) -> Outcome:
+        """A failed attempt; ``info`` is its failure_info, already redacted and bounded.
+        The last attempt's failure is a WARNING: with no logging configured at all, Python's
+        last-resort handler still shows it on stderr."""
         final = job.attempt >= job.max_tries
-        log.info(
+        log.log(
+            logging.WARNING if final else logging.INFO,
             "fail: job %d (%s) attempt %d/%d raised %s%s",
             job.id,
             job.job_type,
             job.attempt,
             job.max_tries,
             error,
-            "; out of tries" if final else "; will retry",
+            "; out of tries, failed for good" if final else "; will retry",
         )
         delay = 0.0 if final else retry_delay_s(job.attempt, self._rng)
         return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=info)

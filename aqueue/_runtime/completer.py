@@ -8,13 +8,14 @@ hand-backs are written at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
 
-from .._store.store import Store
+from .._store.store import Store, is_data_error
 from ..errors import DatabaseError
 from .executor import Outcome, Verdict
 from .logs import Throttled
@@ -24,6 +25,7 @@ log = logging.getLogger("aqueue.worker")
 BATCH_MAX = 1000
 RETRY_BACKOFF_MAX_S = 2.0
 COMPLETE_FLUSH_S = 0.005  # how long completions wait to ride along with a claim
+MINIMAL_FAILURE_INFO_CHARS = 4096
 
 
 class Completer:
@@ -130,7 +132,7 @@ class Completer:
                 exc,
             )
 
-    async def _persist(self, batch: list[Outcome]) -> None:
+    async def _persist(self, batch: list[Outcome], *, minimal: bool = False) -> None:
         # A failed write is retried until it lands: the rows stay running under our lease
         # meanwhile, and if this process dies first the lease expires and they are rescued.
         backoff = 0.05
@@ -138,6 +140,9 @@ class Completer:
             try:
                 counts = await self._write(batch)
             except DatabaseError as exc:
+                if is_data_error(exc):
+                    await self._persist_apart(batch, exc, minimal=minimal)
+                    return
                 self._throttled.warning(
                     "complete: writing %d outcome(s) failed, retrying: %s", len(batch), exc
                 )
@@ -146,6 +151,39 @@ class Completer:
                 continue
             self._on_persisted(counts)
             return
+
+    async def _persist_apart(
+        self, batch: list[Outcome], exc: DatabaseError, *, minimal: bool
+    ) -> None:
+        """The database refused ``batch`` for its data, and would refuse it again: write
+        the halves apart until the outcome it refuses is alone; store that one with a
+        minimal, ASCII-only failure_info. Nothing else waits behind it."""
+        if len(batch) > 1:
+            half = len(batch) // 2
+            await self._persist(batch[:half], minimal=minimal)
+            await self._persist(batch[half:], minimal=minimal)
+            return
+        (outcome,) = batch
+        if outcome.verdict is Verdict.FAIL and not minimal:
+            log.warning(
+                "fail: the database refused the failure_info of job %d (%s); storing it in "
+                "ASCII: %s",
+                outcome.job.id,
+                outcome.job.job_type,
+                exc,
+            )
+            info = minimal_failure_info(outcome.failure_info, exc)
+            await self._persist([dataclasses.replace(outcome, failure_info=info)], minimal=True)
+            return
+        log.error(
+            "complete: the database refused the outcome of job %d (%s, %s) for its data; its "
+            "lease will expire and it will be rescued: %s",
+            outcome.job.id,
+            outcome.job.job_type,
+            outcome.verdict.value,
+            exc,
+        )
+        self._on_persisted({"stale": 1})
 
     async def _write(self, batch: list[Outcome]) -> dict[str, int]:
         done = [o for o in batch if o.verdict is Verdict.COMPLETE]
@@ -193,3 +231,16 @@ class Completer:
                 sorted(o.job.id for o in batch if o.job.id not in written)[:20],
             )
         return counts
+
+
+def minimal_failure_info(info: str, exc: DatabaseError) -> str:
+    """``info`` as plain ASCII (other characters spelled as escapes), bounded, with why."""
+    text = info.encode("ascii", "backslashreplace").decode("ascii")
+    if len(text) > MINIMAL_FAILURE_INFO_CHARS:
+        text = (
+            text[: MINIMAL_FAILURE_INFO_CHARS // 2]
+            + " [...] "
+            + text[-(MINIMAL_FAILURE_INFO_CHARS // 2) :]
+        )
+    reason = str(exc).encode("ascii", "backslashreplace").decode("ascii")[:500]
+    return f"{text}\n[aqueue stored this failure_info in ASCII: the database refused it: {reason}]"

@@ -37,6 +37,19 @@ WORKER_CONNECTIONS = 2
 _WORKER_STATEMENTS = frozenset({"claim", "complete", "fail", "retry", "heartbeat", "rescue"})
 
 
+def is_data_error(exc: DatabaseError) -> bool:
+    """Whether the server refused the statement for its data (SQLSTATE class 22: a
+    character the database cannot store, a value out of range). Running it again as it is
+    fails the same way."""
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return sqlstate.startswith("22")
+        cause = cause.__cause__
+    return False
+
+
 def _driver_errors() -> tuple[type[BaseException], ...]:
     # SQLAlchemy's errors can only come from a caller's SQLAlchemy connection (conn=), and
     # then SQLAlchemy is loaded; aqueue never imports it for this.

@@ -27,6 +27,8 @@ from .errors import AqueueError, ConfigurationError
 
 log = logging.getLogger("aqueue")
 
+EXIT_ABANDONED = 3  # the worker stopped, leaving handlers that ignored cancellation
+
 _SETTINGS = (
     ("--lease-s", "lease_s", "seconds a claim holds a job without a heartbeat (default 30)"),
     ("--heartbeat-s", "heartbeat_s", "seconds between lease extensions (default lease/3)"),
@@ -40,6 +42,11 @@ _SETTINGS = (
         "--shutdown-timeout-s",
         "shutdown_timeout_s",
         "seconds running jobs get to finish on SIGTERM (default 30)",
+    ),
+    (
+        "--cancel-grace-s",
+        "cancel_grace_s",
+        "seconds cancelled handlers get to end before the worker leaves them (default 5)",
     ),
     (
         "--loop-block-limit-s",
@@ -101,9 +108,19 @@ async def _worker(args: argparse.Namespace) -> None:
     settings: dict[str, Any] = {dest: getattr(args, dest) for _, dest, _ in _SETTINGS}
     if args.queues:
         settings["queues"] = args.queues
+    app._settings(args.concurrency, settings)  # a bad setting: refused before anything opens
     try:
         stats = await app.run_worker(args.concurrency, **settings)
         log.info("worker exited: %s", stats)
+        if stats.abandoned:
+            # Their tasks still run: closing the pool, or the event loop's own shutdown
+            # (which waits for every task), would wait for them forever.
+            log.error(
+                "exiting with %d handler(s) that ignored cancellation still running",
+                stats.abandoned,
+            )
+            logging.shutdown()
+            os._exit(EXIT_ABANDONED)
     finally:
         await app.close()
 

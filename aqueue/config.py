@@ -26,6 +26,7 @@ MAX_TRIES_DEFAULT = 5
 FAILURE_INFO_MAX_CHARS = 64 * 1024
 MAX_PAYLOAD_BYTES_DEFAULT = 1024 * 1024
 LOOP_BLOCK_LIMIT_S_DEFAULT = 600.0
+CANCEL_GRACE_S_DEFAULT = 5.0
 
 # A schema is spliced into SQL text, so only a plain lower-case identifier is accepted.
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -67,6 +68,9 @@ class WorkerSettings:
     - ``maintenance_interval_s``: how often expired leases are rescued.
     - ``shutdown_timeout_s``: how long a stopping worker waits for running handlers before it
       cancels them and hands their jobs back to the queue.
+    - ``cancel_grace_s``: how long a stopping worker waits for the handlers it cancelled to
+      end. A handler still running then ignores cancellation: the worker logs where it is
+      stuck, records the attempt as failed and stops without it (default 5 s).
     - ``loop_block_limit_s``: heartbeats run in a thread of their own, so a handler that
       blocks the event loop keeps its lease; but a loop blocked longer than this (default
       10 min) is taken for hung: heartbeats stop, and its jobs get rescued.
@@ -80,6 +84,7 @@ class WorkerSettings:
     maintenance_interval_s: float = MAINTENANCE_INTERVAL_S_DEFAULT
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S_DEFAULT
     loop_block_limit_s: float = LOOP_BLOCK_LIMIT_S_DEFAULT
+    cancel_grace_s: float = CANCEL_GRACE_S_DEFAULT
 
     @classmethod
     def resolve(
@@ -119,6 +124,7 @@ class WorkerSettings:
             "poll_interval_s",
             "maintenance_interval_s",
             "loop_block_limit_s",
+            "cancel_grace_s",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -5,6 +5,8 @@ often each job ran and where."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 
@@ -88,3 +90,12 @@ async def leak(payload: Task) -> None:
     """Fail with an error that quotes the DSN, password included (``label`` holds it)."""
     await write_ledger(payload.n)
     raise ConnectionError(f"could not reach {payload.label}")
+
+
+@app.job(payload=Task)
+async def stubborn(payload: Task) -> None:
+    """Write the ledger, then ignore every cancellation (a handler bug)."""
+    await write_ledger(payload.n)
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)

@@ -25,6 +25,7 @@ from .logs import Throttled
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .scheduler import Scheduler
+from .tasks import JobTasks, innermost_frames
 
 log = logging.getLogger("aqueue.worker")
 
@@ -56,8 +57,11 @@ class WorkerStatistics:
     ``claimed``: attempts started. ``running``: handlers running now. ``completed``,
     ``errored`` (failed, will retry), ``failed`` (failed for good), ``retried`` (handed back
     at shutdown, attempt not counted), ``stale`` (finished after losing the lease; nothing
-    written): outcomes persisted. ``rescued``: expired leases this worker returned to the
-    queue (any worker's). ``claims``: claim statements run. ``notifications``: NOTIFYs seen.
+    written): outcomes persisted. ``cancelled``: attempts whose job ``app.cancel`` cancelled.
+    ``abandoned``: handlers that ignored cancellation at shutdown for longer than
+    ``cancel_grace_s`` and were left running (recorded as failed attempts).
+    ``rescued``: expired leases this worker returned to the queue (any worker's).
+    ``claims``: claim statements run. ``notifications``: NOTIFYs seen.
     ``listening``: the LISTEN connection is up. ``sleeping``: the scheduler is waiting.
     """
 
@@ -69,6 +73,7 @@ class WorkerStatistics:
     retried: int
     stale: int
     cancelled: int
+    abandoned: int
     rescued: int
     claims: int
     notifications: int
@@ -83,11 +88,24 @@ class WorkerStatistics:
         )
 
 
+# Why the worker cancelled an attempt. Only SHUTDOWN hands the job back; after the others
+# the row belongs to someone else (or to nobody), and nothing is written for the attempt.
+SHUTDOWN = "shutdown"
+LEASE_LOST = "lease lost"
+CANCELLED = "cancelled"
+SUPERSEDED = "superseded"  # the job was claimed here again while this attempt still ran
+
+
 @dataclass(slots=True)
 class _Running:
     job: ClaimedJob
     scope: anyio.CancelScope
     cancel_reason: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    def cancel(self, reason: str) -> None:
+        self.cancel_reason = reason
+        self.scope.cancel()
 
 
 class Worker:
@@ -110,16 +128,29 @@ class Worker:
         self.settings = settings
         self._store = store
         self._listen = listen
-        self._running: dict[int, _Running] = {}
+        # Attempts running here, by (job id, attempt): a job rescued from this worker while
+        # its attempt still runs can be claimed here again, as a new attempt.
+        self._running: dict[tuple[int, int], _Running] = {}
+        self._latest: dict[int, int] = {}  # job id -> its newest attempt running here
         self._changed = anyio.Event()
         self._waiters = 0  # tasks in _wait_until
         self._stopped = anyio.Event()
         self._hard_stop = anyio.Event()
         self._stopping = False
         self._counts = dict.fromkeys(
-            ("completed", "error", "failed", "retried", "stale", "cancelled", "rescued"), 0
+            (
+                "completed",
+                "error",
+                "failed",
+                "retried",
+                "stale",
+                "cancelled",
+                "abandoned",
+                "rescued",
+            ),
+            0,
         )
-        self._jobs_tg: asyncio.TaskGroup | None = None
+        self._jobs = JobTasks()
         # One throttle for every service: an outage is logged about once a second in all.
         self._outage_log = Throttled(log)
         self._executor = Executor(registry, self.worker_id, redact=store.redact)
@@ -162,7 +193,7 @@ class Worker:
             self.worker_id,
             settings.maintenance_interval_s,
             settings.lease_s,
-            lambda: list(self._running),
+            lambda: [job_id for job_id, _ in self._running],
             self._rescued,
             self._outage_log,
         )
@@ -180,6 +211,7 @@ class Worker:
             retried=c["retried"],
             stale=c["stale"],
             cancelled=c["cancelled"],
+            abandoned=c["abandoned"],
             rescued=c["rescued"],
             claims=self._scheduler.claims,
             notifications=self._notifier.notifications,
@@ -188,10 +220,12 @@ class Worker:
         )
 
     def stop(self, *, graceful: bool = True) -> None:
-        """Stop claiming now. Graceful: running handlers get ``shutdown_timeout_s`` to finish.
-        Not graceful (or a second call): cancel them now. Either way, cancelled attempts are
-        handed back to the queue without counting against ``max_tries``."""
-        if not graceful or self._stopping:
+        """Stop claiming now. ``graceful=True``: running handlers get ``shutdown_timeout_s``
+        to finish; calling it again changes nothing. ``graceful=False`` (also after a
+        graceful stop): the hard stop, cancel running handlers now. Either way, cancelled
+        attempts are handed back to the queue without counting against ``max_tries``; a
+        handler that ignores its cancellation for ``cancel_grace_s`` is left behind."""
+        if not graceful:
             self._hard_stop.set()
         self._stopping = True
         self._scheduler.stop()
@@ -262,14 +296,16 @@ class Worker:
             services.start_soon(self._maintenance.run)
             services.start_soon(self._heartbeat.run)
             try:
-                # asyncio's own task group for the jobs: a task costs a fifth of anyio's
-                # start_soon, and jobs start by the thousand a second. Still structured: the
-                # scheduler runs in its body, and it waits for every job task.
-                async with asyncio.TaskGroup() as jobs:
-                    self._jobs_tg = jobs
+                # Plain asyncio tasks for the jobs: a task costs a fifth of anyio's
+                # start_soon, and jobs start by the thousand a second. Still structured:
+                # none outlives this block but one that ignores its cancellation.
+                try:
                     task_status.started()
                     await self._scheduler.run()
                     await self._shutdown_running()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._end_jobs()
             finally:
                 # Heartbeats last as long as any job runs; then the services stop.
                 services.cancel_scope.cancel()
@@ -289,16 +325,48 @@ class Worker:
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(done_then_stop_waiting)
-                    await self._hard_stop.wait()  # a second stop() cuts the wait short
+                    await self._hard_stop.wait()  # stop(graceful=False) cuts the wait short
                     scope.cancel()
-        for entry in list(self._running.values()):
-            entry.cancel_reason = "shutdown"
-            entry.scope.cancel()
         if self._running:
             log.warning(
-                "stop: cancelled %d job(s) still running; they go back to the queue",
+                "stop: cancelling %d job(s) still running; they go back to the queue",
                 len(self._running),
             )
+
+    async def _end_jobs(self) -> None:
+        """Cancel what still runs (the worker itself may be cancelled), wait up to
+        ``cancel_grace_s`` for every job task, and leave behind, named and recorded as a
+        failed attempt, a handler that ignores its cancellation."""
+        for entry in list(self._running.values()):
+            if entry.cancel_reason is None:
+                entry.cancel(SHUTDOWN)
+        for task in await self._jobs.wait(self.settings.cancel_grace_s):
+            for entry in list(self._running.values()):
+                if entry.task is task:
+                    self._abandon(entry, task)
+
+    def _abandon(self, entry: _Running, task: asyncio.Task[None]) -> None:
+        job = entry.job
+        del self._running[(job.id, job.attempt)]
+        self._counts["abandoned"] += 1
+        where = self._describe_task(task)
+        log.error(
+            "stop: job %d (%s) attempt %d ignored its cancellation for %.1f s; left running "
+            "and recorded as a failed attempt: %s",
+            job.id,
+            job.job_type,
+            job.attempt,
+            self.settings.cancel_grace_s,
+            where,
+        )
+        if entry.cancel_reason == SHUTDOWN:  # otherwise the row is no longer this attempt's
+            info = (
+                f"HandlerIgnoredCancellation: attempt {job.attempt} of job {job.id} "
+                f"({job.job_type}) was cancelled when worker {self.worker_id} stopped and "
+                f"was still running {self.settings.cancel_grace_s:g} s later; the worker left "
+                f"it behind. Stuck at: {where}"
+            )
+            self._completer.submit(self._executor.failed(job, info, "HandlerIgnoredCancellation"))
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -306,62 +374,86 @@ class Worker:
         return self.settings.concurrency - len(self._running)
 
     def _start_job(self, job: ClaimedJob) -> None:
-        assert self._jobs_tg is not None
+        earlier = self._latest.get(job.id)
+        if earlier is not None:
+            # Rescued from here while still running, and claimed here again: that attempt
+            # lost its lease, whatever its heartbeat has not noticed yet. Cancel it first.
+            old = self._running[(job.id, earlier)]
+            if old.cancel_reason is None:
+                log.warning(
+                    "claim: job %d was claimed again (attempt %d) while its attempt %d still "
+                    "ran here after losing its lease; cancelling that one",
+                    job.id,
+                    job.attempt,
+                    earlier,
+                )
+                old.cancel(SUPERSEDED)
+                self._counts["stale"] += 1
         entry = _Running(job, anyio.CancelScope())
-        self._running[job.id] = entry
-        self._jobs_tg.create_task(self._run_job(entry), name=f"aqueue job {job.id}")
+        self._running[(job.id, job.attempt)] = entry
+        self._latest[job.id] = job.attempt
+        entry.task = self._jobs.start(self._run_job(entry), name=f"aqueue job {job.id}")
 
     async def _run_job(self, entry: _Running) -> None:
-        job = entry.job
         outcome: Outcome | None = None
         try:
             with entry.scope:
-                outcome = await self._executor.execute(job)
-            # Cancelled for a lost lease: the row is another attempt's now; write nothing.
-            if entry.scope.cancelled_caught and entry.cancel_reason == "shutdown":
-                outcome = Outcome(job, Verdict.RETRY)
+                outcome = await self._executor.execute(entry.job)
         except BaseException:
-            # The worker itself is being cancelled: hand the job back rather than leave it
-            # to wait for its lease to expire.
-            outcome = Outcome(job, Verdict.RETRY)
+            # The task itself was cancelled (its event loop is closing): hand the job back
+            # rather than leave it to wait for its lease to expire.
+            outcome = Outcome(entry.job, Verdict.RETRY)
             raise
         finally:
-            del self._running[job.id]
-            if outcome is not None:
-                self._completer.submit(outcome)
-            self._scheduler.wake()
-            self._signal_change()
+            self._finished(entry, outcome)
+
+    def _finished(self, entry: _Running, outcome: Outcome | None) -> None:
+        job = entry.job
+        if self._running.pop((job.id, job.attempt), None) is None:
+            return  # abandoned at shutdown; a failure was recorded for it then
+        if self._latest.get(job.id) == job.attempt:
+            del self._latest[job.id]
+        reason = entry.cancel_reason
+        if reason == SHUTDOWN:
+            # Handed back uncounted, unless the handler finished all the same.
+            if outcome is None or outcome.verdict is not Verdict.COMPLETE:
+                outcome = Outcome(job, Verdict.RETRY)
+        elif reason is not None:
+            outcome = None  # the row is another attempt's, or cancelled: write nothing
+        if outcome is not None:
+            self._completer.submit(outcome)
+        self._scheduler.wake()
+        self._signal_change()
 
     def _held_leases(self) -> list[tuple[int, int]]:
         # Called from the heartbeat thread: dict.copy() is one step under the GIL, so it
         # never sees the dict change size mid-iteration.
-        return [(e.job.id, e.job.attempt) for e in self._running.copy().values()]
+        return list(self._running.copy())
 
     def _cancel_hint(self, job_id: int) -> None:
         # Only a hint (anyone may NOTIFY): ask the table, through an early heartbeat.
-        if job_id in self._running:
+        if job_id in self._latest:
             self._heartbeat.poke()
 
     def _leases_lost(self, lost: dict[tuple[int, int], str | None]) -> None:
         for (job_id, attempt), state in lost.items():
-            entry = self._running.get(job_id)
-            # The attempt may have ended (and the job been claimed again) since the beat.
-            if entry is None or entry.job.attempt != attempt or entry.cancel_reason is not None:
+            entry = self._running.get((job_id, attempt))
+            # The attempt may have ended since the beat.
+            if entry is None or entry.cancel_reason is not None:
                 continue
             if state == "cancelled":
                 log.info("cancel: job %d was cancelled; cancelling its handler", job_id)
-                entry.cancel_reason = "cancelled"
+                entry.cancel(CANCELLED)
                 self._counts["cancelled"] += 1
             else:
                 log.warning(
                     "heartbeat: lost the lease of job %d (attempt %d, now %s); cancelling it",
                     job_id,
-                    entry.job.attempt,
+                    attempt,
                     state,
                 )
-                entry.cancel_reason = "lease lost"
+                entry.cancel(LEASE_LOST)
                 self._counts["stale"] += 1
-            entry.scope.cancel()
 
     def _describe_loop(self, frame: types.FrameType | None) -> str:
         """Where the (blocked) event loop is, from the heartbeat thread: the handler and its
@@ -381,6 +473,21 @@ class Worker:
                 return f"handler {name!r} (running job(s) {ids[:10]}) at {where}"
             frame = caller
         return where
+
+    def _describe_task(self, task: asyncio.Task[None]) -> str:
+        """Where a job task is suspended: the handler's line, then the innermost one."""
+        frames = innermost_frames(task)
+        for i, frame in enumerate(frames[:-1]):
+            if frame.f_code is _EXECUTE_CODE:
+                handler = frames[i + 1]
+                inner = frames[-1]
+                text = f"{handler.f_code.co_qualname} ({handler.f_code.co_filename}:"
+                text += f"{handler.f_lineno})"
+                if inner is not handler:
+                    text += f", in {inner.f_code.co_name} ({inner.f_code.co_filename}:"
+                    text += f"{inner.f_lineno})"
+                return text
+        return "unknown code"
 
     def _persisted(self, counts: dict[str, int]) -> None:
         for key, value in counts.items():

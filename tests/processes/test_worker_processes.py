@@ -161,3 +161,30 @@ async def test_sigterm_lets_running_jobs_finish_then_exits_0(
         f"SELECT state::text FROM {schema}.background_jobs WHERE id = $1", late
     )
     assert late_state == "pending"
+
+
+async def test_a_handler_ignoring_cancellation_cannot_keep_the_process_alive(
+    app: aqueue.App,
+    pg: asyncpg.Connection,
+    schema: str,
+    ledger: None,
+    spawn: Callable[..., WorkerProcess],
+) -> None:
+    worker = spawn("--shutdown-timeout-s", "0.5", "--cancel-grace-s", "1")
+    await worker.wait_started()
+    job_id = await app.enqueue(apps.stubborn, Task(n=1))
+    await eventually(count(pg, f"SELECT count(*) FROM {schema}.ledger"), lambda n: n == 1)
+    worker.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert await worker.wait() == 3  # EXIT_ABANDONED
+    assert time.monotonic() - stopped_at < 10
+    out = worker.output()
+    assert "ignored its cancellation" in out
+    assert "stubborn" in out
+    assert "tests/apps.py:" in out  # the handler's line
+    row = await pg.fetchrow(
+        f"SELECT state::text, try_count, failure_info FROM {schema}.background_jobs WHERE id = $1",
+        job_id,
+    )
+    assert (row[0], row[1]) == ("error", 1)
+    assert "HandlerIgnoredCancellation" in row[2]

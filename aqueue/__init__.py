@@ -23,6 +23,7 @@ from .app import App
 from .backoff import retry_delay_s
 from .config import WorkerSettings
 from .errors import (
+    AppClosedError,
     AqueueError,
     ConfigurationError,
     DatabaseError,
@@ -37,6 +38,7 @@ if _TYPE_CHECKING:
 
 __all__ = [
     "App",
+    "AppClosedError",
     "AqueueError",
     "ConfigurationError",
     "DatabaseError",

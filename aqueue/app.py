@@ -30,7 +30,7 @@ from .config import (
     WorkerSettings,
     validate_schema,
 )
-from .errors import ConfigurationError
+from .errors import AppClosedError, ConfigurationError
 from .registry import JobType, Registry
 
 if TYPE_CHECKING:
@@ -101,6 +101,8 @@ class App:
         self._worker_settings = dict(worker_settings)
         self.registry = Registry()
         self._store: Store | None = None
+        self._workers: set[Worker] = set()  # running now: close() stops them first
+        self._closed = False
 
     # -- job types ------------------------------------------------------------------------
 
@@ -141,7 +143,14 @@ class App:
 
     # -- database -------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AppClosedError(
+                "this aqueue.App was closed; it does not reconnect (make a new App)"
+            )
+
     async def _get_store(self) -> Store:
+        self._check_open()
         if self._store is None:
             pool: Pool
             dsn = None
@@ -158,6 +167,9 @@ class App:
                 log.info("using database %s (schema %s)", redact_dsn(dsn), self.schema)
                 # Names aqueue's sessions in pg_stat_activity.
                 pool = AsyncpgPool(dsn, APPLICATION_NAME)
+            if self._closed:  # closed while we connected
+                await pool.close()
+                self._check_open()
             if self._store is None:  # another task may have won while we awaited
                 self._dsn_in_use = dsn
                 self._store = Store(pool, self.schema)
@@ -315,7 +327,7 @@ class App:
             listen=False,
             exit_when_idle=True,
         )
-        with _single_error():
+        with self._running(worker), _single_error():
             await worker.run()
         return worker.statistics().claimed
 
@@ -337,7 +349,7 @@ class App:
         worker = Worker(
             await self._get_store(), self.registry, self._settings(concurrency, settings)
         )
-        with _single_error():
+        with self._running(worker), _single_error():
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)
                 log.info(
@@ -370,8 +382,24 @@ class App:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _running(self, worker: Worker) -> Any:
+        self._workers.add(worker)
+        try:
+            yield
+        finally:
+            self._workers.discard(worker)
+
     async def close(self) -> None:
-        """Release the database pool (unless the engine was passed in)."""
+        """Stop this app's running workers (gracefully: as :meth:`Worker.stop`, waiting for
+        them), then release the database pool (never an engine passed in). The app is done
+        after this: any further use raises :class:`AppClosedError`. Closing twice is fine."""
+        self._closed = True
+        workers = list(self._workers)
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            await worker.wait_stopped()
         store, self._store = self._store, None
         if store is not None:
             await store.pool.close()
@@ -380,6 +408,7 @@ class App:
             await engine.dispose()
 
     async def __aenter__(self) -> App:
+        self._check_open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -6,6 +6,7 @@
     ├── ConfigurationError (also ValueError)   bad settings, names, DSN; before any SQL runs
     │   └── EmbeddedUnavailableError           no DSN given and aqueue[embedded] not installed
     ├── PayloadError (also TypeError)          a payload of the wrong type, or too large, at enqueue
+    ├── AppClosedError                         an App used after close()
     └── DatabaseError                          the database refused or dropped a statement
 
 Wrong arguments that are plain programming errors (``max_tries=0``, a naive datetime, both
@@ -15,6 +16,7 @@ Wrong arguments that are plain programming errors (``max_tries=0``, a naive date
 from __future__ import annotations
 
 __all__ = [
+    "AppClosedError",
     "AqueueError",
     "ConfigurationError",
     "DatabaseError",
@@ -43,6 +45,12 @@ class PayloadError(AqueueError, TypeError):
     """Raised at enqueue when the payload is not the protobuf message type the job declared,
     is not a protobuf message at all, or encodes to more than the app's
     ``max_payload_bytes``. Nothing was written."""
+
+
+class AppClosedError(AqueueError):
+    """Raised when an :class:`aqueue.App` is used (enqueue, migrate, a worker, ...) after
+    :meth:`aqueue.App.close`. A closed App never opens a new pool behind your back: make a
+    new App instead."""
 
 
 class DatabaseError(AqueueError):

@@ -37,6 +37,14 @@ class Bench:
     app: aqueue.App
     table: str = f"{SCHEMA}.background_jobs"
 
+    async def release_app(self) -> None:
+        """Close the producer's App (its pool's connections go), and put a new one on the
+        same database in its place: a closed App is never used again."""
+        await self.app.close()
+        replacement = aqueue.App(self.dsn, schema=SCHEMA)
+        replacement.registry = self.app.registry  # the same job types
+        self.app = replacement
+
     async def reset(self) -> None:
         """A fresh, empty schema (dropped and migrated again), then a checkpoint so that
         one workload's dirty pages are not written during the next."""
@@ -85,11 +93,12 @@ async def open_bench(dsn: str | None) -> AsyncIterator[Bench]:
         dsn = await anyio.to_thread.run_sync(start_embedded, embedded_home(None))
     app._override_dsn(dsn)
     pg = await asyncpg.connect(dsn)
+    bench = Bench(dsn, pg, app)
     try:
-        yield Bench(dsn, pg, app)
+        yield bench
     finally:
         await pg.close()
-        await app.close()
+        await bench.app.close()
 
 
 class WorkerProcess:

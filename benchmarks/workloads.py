@@ -61,7 +61,7 @@ async def queue_at_once(bench: Bench, job: Any, n: int) -> tuple[int, float]:
 
 async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
     await bench.reset()
-    await bench.app.close()  # so that the only connections named "aqueue" are the worker's
+    await bench.release_app()  # so that the only connections named "aqueue" are the worker's
     watch = await asyncpg.connect(bench.dsn)
     worker = WorkerProcess(bench.dsn, concurrency)
     async with contextlib.AsyncExitStack() as stack:

@@ -1,5 +1,6 @@
-"""DSN handling: what aqueue accepts, and how it shows one without the password. Plain
-``urllib`` parsing, so that a worker never needs SQLAlchemy loaded.
+"""DSN handling: what aqueue accepts, and how it shows text without the password (the one
+redaction every message aqueue writes goes through: :func:`redact`). Plain ``urllib``
+parsing, so that a worker never needs SQLAlchemy loaded.
 
 Besides ``postgresql://user:password@host:port/db?options``, libpq's (and asyncpg's) other
 forms work: several hosts tried in turn (``postgresql://u@h1:5432,h2:5433/db?
@@ -9,28 +10,55 @@ target_session_attrs=read-write``) and Unix sockets (``postgresql:///db?host=/ru
 from __future__ import annotations
 
 import re
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from ..errors import ConfigurationError
 
 _SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+# A password shorter than this is replaced only where it stands as one (in a DSN's userinfo,
+# after password=), never as a bare word: "postgres" or "secret" would turn "postgresql" into
+# "***ql". Ten characters or more is unlikely to be an ordinary word of an error message.
+MIN_BARE_PASSWORD_CHARS = 10
+# scheme://user:PASSWORD@ (to the last @ before the path: urlsplit's reading of a userinfo).
+_USERINFO_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/]*(?=@)")
+# password=VALUE: a query string's (to the next &) and libpq's keyword form (quoted or not),
+# also PGPASSWORD=... and password="..." in a repr.
+_PASSWORD_VALUE = re.compile(
+    r"""(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s&'"]+)"""
+)
+
+
+def redact(text: str, password: str | None = None) -> str:
+    """``text`` with secrets replaced by ``***``: the password of every DSN in it
+    (``scheme://user:***@``), every ``password=`` value (query string or libpq keyword form,
+    quoted or not), and ``password`` itself wherever it appears (also percent-encoded), if it
+    has at least :data:`MIN_BARE_PASSWORD_CHARS` characters."""
+    text = _USERINFO_PASSWORD.sub(r"\1***", text)
+    text = _PASSWORD_VALUE.sub(r"\1***", text)
+    if password and len(password) >= MIN_BARE_PASSWORD_CHARS:
+        for form in {password, quote(password, safe="")}:
+            text = text.replace(form, "***")
+    return text
 
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced by ``***``, for logs and errors."""
+    return redact(dsn, dsn_password(dsn))
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password ``dsn`` carries, in its userinfo or as ``?password=`` (``None``: none)."""
     try:
         parts = urlsplit(dsn)
-        if parts.password is not None:
-            user = parts.username or ""
-            host = parts.netloc.rpartition("@")[2]
-            parts = parts._replace(netloc=f"{user}:***@{host}")
-        parts = parts._replace(query=_QUERY_PASSWORD.sub(r"\1***", parts.query))
+        userinfo, at, _hosts = parts.netloc.rpartition("@")
     except ValueError:
-        return "<unparseable DSN>"
-    if not parts.scheme:
-        return "<unparseable DSN>"
-    return _unsplit(parts)
+        return None
+    if at and ":" in userinfo:
+        return unquote(userinfo.partition(":")[2]) or None
+    for key, value in parse_qsl(parts.query):
+        if key == "password":
+            return value or None
+    return None
 
 
 def asyncpg_dsn(dsn: str) -> str:

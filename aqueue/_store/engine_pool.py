@@ -22,7 +22,11 @@ _SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement
 class EnginePool:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.password = engine.url.password
+        # Where a DSN would carry it: the URL's userinfo, else ?password=.
+        password = engine.url.password or engine.url.query.get("password")
+        if isinstance(password, tuple):
+            password = password[0] if password else None
+        self.password = str(password) if password else None
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:

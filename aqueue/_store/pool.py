@@ -12,10 +12,11 @@ import contextlib
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlsplit
 
 import anyio
 import asyncpg
+
+from .dsn import dsn_password
 
 # Errors after which a connection cannot be trusted again.
 BROKEN = (
@@ -55,7 +56,7 @@ class AsyncpgPool:
 
     def __init__(self, dsn: str, application_name: str) -> None:
         self._dsn = dsn
-        self.password = unquote(urlsplit(dsn).password or "") or None
+        self.password = dsn_password(dsn)
         self._application_name = application_name
         self._pool: asyncpg.Pool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of _pool and _lock

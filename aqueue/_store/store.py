@@ -18,6 +18,7 @@ import asyncpg
 from ..errors import DatabaseError
 from . import sql
 from .connections import fetch_column_on
+from .dsn import redact
 from .pool import BROKEN, Pool
 from .records import ClaimedJob, NewJobs
 
@@ -81,10 +82,8 @@ class Store:
     # -- plumbing -------------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """``text`` with the DSN's password replaced by ``***``."""
-        if self._password:
-            return text.replace(str(self._password), "***")
-        return text
+        """``text`` with the DSN's password replaced by ``***`` (see :func:`dsn.redact`)."""
+        return redact(text, self._password)
 
     def _error(self, operation: str, exc: BaseException) -> DatabaseError:
         message = f"{type(exc).__name__}: {exc}"

@@ -36,6 +36,8 @@ from .registry import JobType, Registry
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from ._store.engine_pool import OwnEngine
+
 __all__ = ["App"]
 
 log = logging.getLogger("aqueue")
@@ -94,7 +96,7 @@ class App:
             )
         self._dsn = dsn
         self._given_engine = engine
-        self._own_engine: AsyncEngine | None = None  # made by .engine on first use
+        self._own_engine: OwnEngine | None = None  # made by .engine on first use
         self._dsn_in_use: str | None = None
         self._home = home
         WorkerSettings.resolve(worker_settings)  # fail fast on a bad setting
@@ -199,16 +201,17 @@ class App:
         """A SQLAlchemy ``AsyncEngine`` on the app's database, for your own transactions
         (pass one of its connections as ``conn=`` to :meth:`enqueue`): the engine passed
         in, or, once the app has connected, one made from its DSN on first use and disposed
-        by :meth:`close`. ``None`` before the app connects and after :meth:`close`."""
+        by :meth:`close`. ``None`` before the app connects and after :meth:`close`. The one
+        made here belongs to the running event loop: another loop gets an engine of its own."""
         if self._given_engine is not None:
             return self._given_engine
         if self._store is None or self._dsn_in_use is None:
             return None
         if self._own_engine is None:
-            from sqlalchemy.ext.asyncio import create_async_engine
+            from ._store.engine_pool import OwnEngine
 
-            self._own_engine = create_async_engine(sqlalchemy_url(self._dsn_in_use))
-        return self._own_engine
+            self._own_engine = OwnEngine(sqlalchemy_url(self._dsn_in_use))
+        return self._own_engine.get()  # one per event loop (see OwnEngine)
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -405,7 +408,7 @@ class App:
             await store.pool.close()
         engine, self._own_engine = self._own_engine, None
         if engine is not None:
-            await engine.dispose()
+            await engine.close()
 
     async def __aenter__(self) -> App:
         self._check_open()

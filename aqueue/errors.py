@@ -15,6 +15,8 @@ Wrong arguments that are plain programming errors (``max_tries=0``, a naive date
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AppClosedError",
     "AqueueError",
@@ -58,8 +60,15 @@ class DatabaseError(AqueueError):
 
     The message names the operation (``claim``, ``enqueue``, ...) and the driver's error;
     it never contains the DSN's password. The driver's exception is chained as ``__cause__``.
+    It pickles (a subclass too): the copy has the same message and ``operation``.
     """
 
     def __init__(self, operation: str, message: str) -> None:
         super().__init__(f"{operation}: {message}")
         self.operation = operation
+        self._message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # args holds the formatted message, not the two arguments: pickle (a process pool,
+        # a test runner's workers) would call __init__ with the wrong ones.
+        return type(self), (self.operation, self._message), self.__dict__

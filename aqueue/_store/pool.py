@@ -7,13 +7,16 @@ use is closed, never handed out again."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Protocol, cast
-from urllib.parse import unquote, urlsplit
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, cast
 
 import anyio
 import asyncpg
+
+from .dsn import dsn_password
 
 # Errors after which a connection cannot be trusted again.
 BROKEN = (
@@ -44,14 +47,29 @@ class Pool(Protocol):
 
 
 class AsyncpgPool:
-    """aqueue's own pool on a ``postgresql://`` DSN."""
+    """aqueue's own pool on a ``postgresql://`` DSN.
+
+    An asyncpg pool belongs to the event loop that opened it (one App may outlive loops: a
+    module-level App across tests that each run their own). It is closed when that loop shuts
+    down; used from another loop, whatever is left of it is dropped without awaiting the old
+    loop, and a new pool is opened on the running one."""
 
     def __init__(self, dsn: str, application_name: str) -> None:
         self._dsn = dsn
-        self.password = unquote(urlsplit(dsn).password or "") or None
+        self.password = dsn_password(dsn)
         self._application_name = application_name
         self._pool: asyncpg.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of _pool and _lock
         self._lock = anyio.Lock()
+        self._shutdown_hook: object = None
+
+    def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget what belongs to another loop. Synchronous: no other task can interleave."""
+        pool, self._pool = self._pool, None
+        self._lock = anyio.Lock()
+        self._loop = loop
+        if pool is not None:
+            _abandon(pool)
 
     async def _get(self) -> asyncpg.Pool:
         async with self._lock:
@@ -68,10 +86,20 @@ class AsyncpgPool:
                     # transaction is still rolled back by asyncpg itself.
                     reset=_no_reset,
                 )
+                self._shutdown_hook = close_at_loop_shutdown(
+                    functools.partial(self._close_if_current, self._pool)
+                )
             return self._pool
+
+    async def _close_if_current(self, pool: asyncpg.Pool) -> None:
+        if pool is self._pool:
+            await self.close()
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the hot path's only cost for this: one comparison
+            self._rebind(loop)
         pool = self._pool if self._pool is not None else await self._get()
         async with pool.acquire() as proxy:
             # The pool's proxy forwards every method to the connection it wraps.
@@ -93,8 +121,44 @@ class AsyncpgPool:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is None:
+            return
+        if self._loop is not asyncio.get_running_loop():
+            _abandon(pool)  # its loop is gone: nothing there to await
+        else:
             await pool.close()
+
+
+def close_at_loop_shutdown(close: Callable[[], Awaitable[None]]) -> object:
+    """Have the running event loop await ``close()`` when it shuts down, while it still runs:
+    ``asyncio.run``, ``asyncio.Runner``, ``anyio.run`` and pytest's async plugins all call
+    ``loop.shutdown_asyncgens()`` before closing a loop, which closes every async generator
+    still suspended, this one included. (A loop closed with connections still open on it
+    leaks them, and uvloop refuses to close at all.)
+
+    Keep the returned generator referenced for as long as ``close`` may be wanted: dropping
+    it runs ``close`` soon after, so ``close`` must do nothing when its object is obsolete."""
+
+    async def hook() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await close()
+
+    gen = hook()
+    # The first step registers it with the running loop; it needs no awaiting to get there.
+    step: Any = gen.asend(None)
+    with contextlib.suppress(StopIteration):
+        step.send(None)
+    return gen
+
+
+def _abandon(pool: asyncpg.Pool) -> None:
+    """Drop a pool of another (usually closed) event loop: close its sockets, await nothing."""
+    # Terminating schedules callbacks on the pool's loop, which refuses them once closed;
+    # the sockets are closed by then all the same.
+    with contextlib.suppress(RuntimeError):
+        pool.terminate()
 
 
 async def _no_reset(_conn: asyncpg.Connection) -> None:

@@ -3,6 +3,7 @@ become :class:`aqueue.errors.DatabaseError` here and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -17,6 +18,7 @@ import asyncpg
 from ..errors import DatabaseError
 from . import sql
 from .connections import fetch_column_on
+from .dsn import redact
 from .pool import BROKEN, Pool
 from .records import ClaimedJob, NewJobs
 
@@ -81,7 +83,8 @@ class Store:
             for name, text in sql.raw_queries().items()
         }
         self._password = pool.password
-        self._worker_slots: anyio.CapacityLimiter | None = None
+        # Belongs to one event loop, like the pool: made again on another (see AsyncpgPool).
+        self._worker_slots: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
         self._counts: dict[str, int] = {}
         self._counts_lock = threading.Lock()  # the heartbeat thread counts its statements too
 
@@ -92,10 +95,8 @@ class Store:
     # -- plumbing -------------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """``text`` with the DSN's password replaced by ``***``."""
-        if self._password:
-            return text.replace(str(self._password), "***")
-        return text
+        """``text`` with the DSN's password replaced by ``***`` (see :func:`dsn.redact`)."""
+        return redact(text, self._password)
 
     def _error(self, operation: str, exc: BaseException) -> DatabaseError:
         message = f"{type(exc).__name__}: {exc}"
@@ -128,9 +129,10 @@ class Store:
         fresh connection is safe even for an INSERT."""
         if name not in _WORKER_STATEMENTS:
             return await self._fetch_pooled(name, args)
-        if self._worker_slots is None:
-            self._worker_slots = anyio.CapacityLimiter(WORKER_CONNECTIONS)
-        async with self._worker_slots:
+        loop = asyncio.get_running_loop()
+        if self._worker_slots is None or self._worker_slots[0] is not loop:
+            self._worker_slots = (loop, anyio.CapacityLimiter(WORKER_CONNECTIONS))
+        async with self._worker_slots[1]:
             return await self._fetch_pooled(name, args)
 
     async def _fetch_pooled(self, name: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
@@ -54,6 +55,62 @@ def check_job_options(priority: int, max_tries: int) -> None:
         raise ValueError(f"max_tries must be >= 1, got {max_tries}")
 
 
+def _describe(handler: object) -> str:
+    """A handler's name for messages: ``module.qualname``, or the repr of anything else."""
+    target = handler.func if isinstance(handler, functools.partial) else handler
+    qualname = getattr(target, "__qualname__", None)
+    if isinstance(qualname, str):
+        text = f"{getattr(target, '__module__', '?')}.{qualname}"
+    else:
+        text = f"{type(target).__module__}.{type(target).__qualname__} object"
+    return f"functools.partial({text}, ...)" if target is not handler else text
+
+
+def _is_async(handler: object) -> bool:
+    # A coroutine function (bound methods and functools.partial of one included), or an
+    # object whose __call__ is one.
+    return inspect.iscoroutinefunction(handler) or (
+        not inspect.isroutine(handler)
+        and not isinstance(handler, type)
+        and inspect.iscoroutinefunction(getattr(handler, "__call__", None))  # noqa: B004
+    )
+
+
+def check_handler(handler: object) -> None:
+    """Refuse a handler that could never run: not async, or unable to take the payload as its
+    one positional argument. Found at registration rather than by a job failing every try."""
+    if not _is_async(handler):
+        raise TypeError(
+            f"job handler {_describe(handler)} must be an 'async def' function (or an object "
+            f"whose __call__ is one); got {handler!r}"
+        )
+    try:
+        signature = inspect.signature(handler)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"job handler {_describe(handler)}: no signature to check ({exc})"
+        ) from None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(signature.parameters.values())
+    required = [p.name for p in params if p.kind in positional and p.default is p.empty]
+    takes_one = any(p.kind in positional or p.kind is p.VAR_POSITIONAL for p in params)
+    if len(required) > 1 or not takes_one:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in params],
+            return_annotation=signature.empty,
+        )
+        raise TypeError(
+            f"job handler {_describe(handler)} must accept exactly one positional argument "
+            f"(the payload); it takes {bare}: give the other parameters defaults"
+        )
+    keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        raise TypeError(
+            f"job handler {_describe(handler)} has required keyword-only parameter(s) "
+            f"{', '.join(map(repr, keyword_only))} that aqueue never passes: give them defaults"
+        )
+
+
 class Registry:
     """The job types one App knows; a worker claims only these."""
 
@@ -73,9 +130,14 @@ class Registry:
     ) -> JobType[M]:
         if not (isinstance(payload, type) and issubclass(payload, Message)):
             raise TypeError(f"payload must be a protobuf message class, got {payload!r}")
-        if not inspect.iscoroutinefunction(handler):
-            raise TypeError(f"a job handler must be an 'async def' function, got {handler!r}")
-        job_name = validate_name("job type", name or handler.__name__)
+        check_handler(handler)
+        if name is None:
+            name = getattr(handler, "__name__", None)
+            if not isinstance(name, str):
+                raise ConfigurationError(
+                    f"job handler {_describe(handler)} has no __name__: pass name= to @app.job"
+                )
+        job_name = validate_name("job type", name)
         validate_name("queue name", queue)
         check_job_options(priority, max_tries)
         if timeout_s is not None and (

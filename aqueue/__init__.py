@@ -28,6 +28,7 @@ from .errors import (
     DatabaseError,
     EmbeddedUnavailableError,
     PayloadError,
+    SchemaError,
 )
 from .jobs import JobInfo, JobState, current_job
 from .registry import JobType
@@ -45,6 +46,7 @@ __all__ = [
     "JobState",
     "JobType",
     "PayloadError",
+    "SchemaError",
     "Worker",
     "WorkerSettings",
     "WorkerStatistics",

@@ -15,6 +15,7 @@ import anyio
 from google.protobuf.message import Message
 
 from ._enqueue import new_jobs
+from ._runtime.logs import Throttled
 from ._runtime.worker import Worker, WorkerStatistics
 from ._store import sql
 from ._store.dsn import asyncpg_dsn, redact_dsn, sqlalchemy_url
@@ -30,7 +31,7 @@ from .config import (
     WorkerSettings,
     validate_schema,
 )
-from .errors import ConfigurationError
+from .errors import MIGRATE_HINT, ConfigurationError, DatabaseError, SchemaError
 from .registry import JobType, Registry
 
 if TYPE_CHECKING:
@@ -303,13 +304,48 @@ class App:
         if not len(self.registry):
             raise ConfigurationError("no job types registered: decorate handlers with @app.job")
 
+    async def _checked_store(self, operation: str, *, wait: bool) -> Store:
+        """The store, once the schema is known to be at this aqueue's migration. Raises
+        :class:`SchemaError` otherwise. ``wait``: while the database cannot answer, retry
+        (a worker may start before its database) instead of raising."""
+        store = await self._get_store()
+        want = sql.raw_migrations()[-1].version
+        throttled = Throttled(log, interval_s=10.0)
+        while True:
+            try:
+                have = await store.schema_version()
+                break
+            except DatabaseError as exc:
+                if not wait or isinstance(exc, SchemaError):
+                    raise
+                throttled.warning("%s; starting once the database answers", exc)
+                await anyio.sleep(1.0)
+        if not have:
+            raise SchemaError(
+                operation, f"schema {self.schema!r} has no aqueue tables: {MIGRATE_HINT}"
+            )
+        if have < want:
+            raise SchemaError(
+                operation,
+                f"schema {self.schema!r} is at migration {have}, this aqueue needs {want}: "
+                f"{MIGRATE_HINT}",
+            )
+        if have > want:
+            raise SchemaError(
+                operation,
+                f"the database schema is at version {have}, newer than this aqueue ({want}): "
+                "upgrade aqueue on this host",
+            )
+        return store
+
     async def drain(self, concurrency: int = 1, **settings: Any) -> int:
         """Run jobs that are due now until none is due and none is running; return the number
-        of attempts run. Jobs that fail are retried only if they come due while draining."""
+        of attempts run. Jobs that fail are retried only if they come due while draining.
+        Raises :class:`SchemaError` if the schema is not at this aqueue's migration."""
         if not len(self.registry):
             return 0
         worker = Worker(
-            await self._get_store(),
+            await self._checked_store("drain", wait=False),
             self.registry,
             self._settings(concurrency, settings),
             listen=False,
@@ -332,11 +368,15 @@ class App:
         runs up to ``concurrency`` handlers at once. Leaving the block stops it gracefully:
         running handlers get ``shutdown_timeout_s`` to finish. ``settings`` override the
         app's worker settings (``queues=["mail"]``, ``lease_s=10``, ...).
+
+        Before anything runs it checks the schema's migration: :class:`SchemaError` when it
+        is missing, older or newer than this aqueue. While the database does not answer, it
+        waits (logging the error at most every 10 s).
         """
         self._check_registered()
-        worker = Worker(
-            await self._get_store(), self.registry, self._settings(concurrency, settings)
-        )
+        settings_ = self._settings(concurrency, settings)
+        store = await self._checked_store("worker", wait=True)
+        worker = Worker(store, self.registry, settings_)
         with _single_error():
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)

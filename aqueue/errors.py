@@ -7,6 +7,7 @@
     │   └── EmbeddedUnavailableError           no DSN given and aqueue[embedded] not installed
     ├── PayloadError (also TypeError)          a payload of the wrong type, or too large, at enqueue
     └── DatabaseError                          the database refused or dropped a statement
+        └── SchemaError                        the schema is not migrated (or is newer than aqueue)
 
 Wrong arguments that are plain programming errors (``max_tries=0``, a naive datetime, both
 ``delay`` and ``run_at``) raise ``ValueError``/``TypeError`` as the standard library would.
@@ -20,7 +21,10 @@ __all__ = [
     "DatabaseError",
     "EmbeddedUnavailableError",
     "PayloadError",
+    "SchemaError",
 ]
+
+MIGRATE_HINT = "run `python -m aqueue migrate --app <module:attribute>` (or `await app.migrate()`)"
 
 
 class AqueueError(Exception):
@@ -55,3 +59,18 @@ class DatabaseError(AqueueError):
     def __init__(self, operation: str, message: str) -> None:
         super().__init__(f"{operation}: {message}")
         self.operation = operation
+
+
+class SchemaError(DatabaseError):
+    """Raised when aqueue's tables in the app's schema do not match this version of aqueue:
+
+    - when a worker (:meth:`aqueue.App.worker`, ``run_worker``, ``python -m aqueue worker``)
+      or :meth:`aqueue.App.drain` starts on a schema that has no aqueue tables, or is at an
+      older migration than this aqueue (migrate it), or at a newer one (upgrade aqueue on
+      that host); nothing ran;
+    - when a statement such as :meth:`aqueue.App.enqueue` finds aqueue's tables, types or
+      functions missing in the schema (it was never migrated, or the name is misspelled);
+      nothing was written.
+
+    A :class:`DatabaseError`, so code that catches those keeps working.
+    """

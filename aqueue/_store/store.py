@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from ..errors import DatabaseError
+from ..errors import MIGRATE_HINT, DatabaseError, SchemaError
 from . import sql
 from .connections import fetch_column_on
 from .pool import BROKEN, Pool
@@ -34,6 +34,9 @@ _ASYNCPG_ERRORS = (asyncpg.PostgresError, *BROKEN)
 # The worker's statements share this many pooled connections, whatever the pool's size:
 # with its LISTEN connection, a worker holds WORKER_CONNECTIONS + 1 connections.
 WORKER_CONNECTIONS = 2
+# undefined_table, undefined_object (a type), invalid_schema_name, undefined_function: one of
+# aqueue's statements finding its own tables, types or functions missing.
+_UNMIGRATED = frozenset({"42P01", "42704", "3F000", "42883"})
 _WORKER_STATEMENTS = frozenset({"claim", "complete", "fail", "retry", "heartbeat", "rescue"})
 
 
@@ -86,6 +89,14 @@ class Store:
 
     def _error(self, operation: str, exc: BaseException) -> DatabaseError:
         message = f"{type(exc).__name__}: {exc}"
+        if _sqlstate(exc) in _UNMIGRATED:
+            return SchemaError(
+                operation,
+                self.redact(
+                    f"schema {self.schema!r} has no aqueue tables, or misses some "
+                    f"({message.splitlines()[0]}): {MIGRATE_HINT}"
+                ),
+            )
         if isinstance(exc, _UNREACHABLE):
             message = f"database unreachable ({message})"
         return DatabaseError(operation, self.redact(message))
@@ -283,6 +294,13 @@ class Store:
 
     # -- migrations -----------------------------------------------------------------------
 
+    async def schema_version(self) -> int | None:
+        """The latest migration applied to the schema: ``None`` when the schema or its
+        migration history is missing, 0 when nothing was applied."""
+        rows = await self._fetch("schema_version")
+        version = rows[0][0]
+        return None if version is None else int(version)
+
     async def migrate(self, migrations: Sequence[sql.Migration]) -> list[int]:
         """Apply the missing ``migrations`` in one transaction under an advisory lock, so
         concurrent callers serialize and all succeed. Returns the versions applied."""
@@ -300,6 +318,20 @@ class Store:
                 await conn.execute(self._sql["migrate_record"], migration.version, migration.name)
                 applied_now.append(migration.version)
         return applied_now
+
+
+def _sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error; SQLAlchemy's wrapper of one included (its ``orig``
+    carries the code, its ``__cause__`` the asyncpg error)."""
+    for _ in range(4):
+        if exc is None:
+            return None
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        orig = getattr(exc, "orig", None)
+        exc = orig if isinstance(orig, BaseException) else exc.__cause__
+    return None
 
 
 async def _stop_listening(

@@ -15,7 +15,6 @@ import anyio
 from google.protobuf.message import Message
 
 from ._enqueue import new_jobs
-from ._runtime.logs import Throttled
 from ._runtime.worker import Worker, WorkerStatistics
 from ._store import sql
 from ._store.dsn import asyncpg_dsn, redact_dsn, sqlalchemy_url
@@ -31,7 +30,7 @@ from .config import (
     WorkerSettings,
     validate_schema,
 )
-from .errors import MIGRATE_HINT, ConfigurationError, DatabaseError, SchemaError
+from .errors import MIGRATE_HINT, ConfigurationError, SchemaError
 from .registry import JobType, Registry
 
 if TYPE_CHECKING:
@@ -304,22 +303,13 @@ class App:
         if not len(self.registry):
             raise ConfigurationError("no job types registered: decorate handlers with @app.job")
 
-    async def _checked_store(self, operation: str, *, wait: bool) -> Store:
-        """The store, once the schema is known to be at this aqueue's migration. Raises
-        :class:`SchemaError` otherwise. ``wait``: while the database cannot answer, retry
-        (a worker may start before its database) instead of raising."""
+    async def _checked_store(self, operation: str) -> Store:
+        """The store, once the schema is known to be at this aqueue's migration; else
+        :class:`SchemaError`. (A database that does not answer raises too: at start, a wrong
+        DSN should not pass for an outage.)"""
         store = await self._get_store()
         want = sql.raw_migrations()[-1].version
-        throttled = Throttled(log, interval_s=10.0)
-        while True:
-            try:
-                have = await store.schema_version()
-                break
-            except DatabaseError as exc:
-                if not wait or isinstance(exc, SchemaError):
-                    raise
-                throttled.warning("%s; starting once the database answers", exc)
-                await anyio.sleep(1.0)
+        have = await store.schema_version()
         if not have:
             raise SchemaError(
                 operation, f"schema {self.schema!r} has no aqueue tables: {MIGRATE_HINT}"
@@ -345,7 +335,7 @@ class App:
         if not len(self.registry):
             return 0
         worker = Worker(
-            await self._checked_store("drain", wait=False),
+            await self._checked_store("drain"),
             self.registry,
             self._settings(concurrency, settings),
             listen=False,
@@ -370,12 +360,11 @@ class App:
         app's worker settings (``queues=["mail"]``, ``lease_s=10``, ...).
 
         Before anything runs it checks the schema's migration: :class:`SchemaError` when it
-        is missing, older or newer than this aqueue. While the database does not answer, it
-        waits (logging the error at most every 10 s).
+        is missing, older or newer than this aqueue.
         """
         self._check_registered()
         settings_ = self._settings(concurrency, settings)
-        store = await self._checked_store("worker", wait=True)
+        store = await self._checked_store("worker")
         worker = Worker(store, self.registry, settings_)
         with _single_error():
             async with anyio.create_task_group() as tg:

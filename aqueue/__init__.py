@@ -31,7 +31,7 @@ from .errors import (
     SchemaError,
 )
 from .jobs import JobInfo, JobState, current_job
-from .registry import JobType
+from .registry import JobDeclaration, JobType, declare
 
 if _TYPE_CHECKING:
     from .schema import make_metadata, metadata
@@ -42,6 +42,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "EmbeddedUnavailableError",
+    "JobDeclaration",
     "JobInfo",
     "JobState",
     "JobType",
@@ -51,6 +52,7 @@ __all__ = [
     "WorkerSettings",
     "WorkerStatistics",
     "current_job",
+    "declare",
     "make_metadata",
     "metadata",
     "retry_delay_s",

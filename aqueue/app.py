@@ -31,7 +31,7 @@ from .config import (
     validate_schema,
 )
 from .errors import MIGRATE_HINT, ConfigurationError, SchemaError
-from .registry import JobType, Registry
+from .registry import JobDeclaration, JobType, Registry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -106,12 +106,14 @@ class App:
 
     def job(
         self,
+        declaration: JobDeclaration[M] | None = None,
+        /,
         *,
-        payload: type[M],
+        payload: type[M] | None = None,
         name: str | None = None,
-        queue: str = QUEUE_DEFAULT,
-        priority: int = PRIORITY_DEFAULT,
-        max_tries: int = MAX_TRIES_DEFAULT,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_tries: int | None = None,
         timeout_s: float | None = None,
     ) -> Callable[[Callable[[M], Awaitable[None]]], JobType[M]]:
         """Register an ``async def handler(payload)`` as a job type::
@@ -120,20 +122,59 @@ class App:
             async def send_email(payload: SendEmail) -> None: ...
 
         ``name`` (default: the function's ``__name__``) is the ``job_type`` stored with each
-        job; ``queue``, ``priority`` (higher runs first) and ``max_tries`` are the defaults
-        for jobs of this type. ``timeout_s`` bounds each attempt: one still running after it
-        is cancelled, recorded as a failure (``failure_info`` says it timed out) and retried
-        like any failure. Returns a :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+        job; ``queue`` (default ``"default"``), ``priority`` (default 10; higher runs first)
+        and ``max_tries`` (default 5) are the defaults for jobs of this type. ``timeout_s``
+        bounds each attempt: one still running after it is cancelled, recorded as a failure
+        (``failure_info`` says it timed out) and retried like any failure. Returns a
+        :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+
+        Or bind a handler to a declaration shared with producers (:func:`aqueue.declare`)::
+
+            @app.job(send_email_declared, timeout_s=60)
+            async def send_email(payload: SendEmail) -> None: ...
+
+        The job type takes the declaration's name, payload, queue, priority and max_tries;
+        passing one of those too, with another value, raises :class:`ConfigurationError`.
         """
+        if declaration is not None:
+            if not isinstance(declaration, JobDeclaration):
+                raise TypeError(
+                    "@app.job takes a declaration from aqueue.declare as its only positional "
+                    f"argument, got {declaration!r}; the options are keywords (payload=...)"
+                )
+            given = {
+                "payload": payload,
+                "name": name,
+                "queue": queue,
+                "priority": priority,
+                "max_tries": max_tries,
+            }
+            for option, value in given.items():
+                declared = getattr(declaration, option)
+                if value is not None and value is not declared and value != declared:
+                    raise ConfigurationError(
+                        f"@app.job({declaration.name!r}): {option}={value!r} disagrees with "
+                        f"the declaration ({option}={declared!r}); change the declaration, "
+                        f"which producers share, or leave {option} out"
+                    )
+            payload, name = declaration.payload, declaration.name
+            queue, priority = declaration.queue, declaration.priority
+            max_tries = declaration.max_tries
+        elif payload is None:
+            raise TypeError(
+                "@app.job needs payload= (the handler's protobuf message class), or a "
+                "declaration from aqueue.declare as its first argument"
+            )
+        job_payload = payload
 
         def register(handler: Callable[[M], Awaitable[None]]) -> JobType[M]:
             return self.registry.register(
                 handler,
-                payload=payload,
+                payload=job_payload,
                 name=name,
-                queue=queue,
-                priority=priority,
-                max_tries=max_tries,
+                queue=QUEUE_DEFAULT if queue is None else queue,
+                priority=PRIORITY_DEFAULT if priority is None else priority,
+                max_tries=MAX_TRIES_DEFAULT if max_tries is None else max_tries,
                 timeout_s=timeout_s,
             )
 
@@ -202,7 +243,7 @@ class App:
 
     async def enqueue(
         self,
-        job: JobType[M] | str,
+        job: JobDeclaration[M] | str,
         payload: Message,
         *,
         priority: int | None = None,
@@ -214,10 +255,14 @@ class App:
     ) -> int:
         """Queue one job; return its id.
 
-        ``job`` is a registered :class:`JobType` or a job type name (a producer may queue
-        types only its workers register). ``delay`` (seconds or a timedelta) or ``run_at``
-        (an aware datetime) postpone the first attempt; the database clock decides when it
-        is due. ``priority``, ``max_tries`` and ``queue`` override the job type's defaults.
+        ``job`` is a :class:`JobType` (what ``@app.job`` returned), a
+        :class:`JobDeclaration` (:func:`aqueue.declare`: for producers that do not import the
+        handlers), or a job type name. A bare name takes its defaults from the job type if
+        this process registered it, else from the table (queue ``default``, priority 10,
+        ``max_tries`` 5), not from the handler's options in some worker. ``delay`` (seconds
+        or a timedelta) or ``run_at`` (an aware datetime) postpone the first attempt; the
+        database clock decides when it is due. ``priority``, ``max_tries`` and ``queue``
+        override the job type's defaults.
 
         ``conn`` (a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``, or an asyncpg
         ``Connection``) inserts the job in the caller's open transaction: aqueue does not
@@ -244,7 +289,7 @@ class App:
 
     async def enqueue_many(
         self,
-        job: JobType[M] | str,
+        job: JobDeclaration[M] | str,
         payloads: Iterable[Message],
         *,
         priority: int | None = None,

@@ -165,6 +165,8 @@ class Worker:
             lambda: list(self._running),
             self._rescued,
             self._outage_log,
+            job_types=registry.names(),
+            queues=settings.queues,
         )
 
     # -- public ---------------------------------------------------------------------------

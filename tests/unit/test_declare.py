@@ -59,9 +59,7 @@ def test_a_handler_bound_to_a_declaration_takes_its_name_payload_and_defaults() 
         ("max_tries", 5),
     ],
 )
-def test_options_that_disagree_with_the_declaration_are_refused(
-    option: str, value: object
-) -> None:
+def test_options_that_disagree_with_the_declaration_are_refused(option: str, value: object) -> None:
     app = new_app()
     with pytest.raises(aqueue.ConfigurationError, match=rf"{option}=.*disagrees"):
         app.job(send, **{option: value})  # type: ignore[arg-type]
@@ -81,13 +79,13 @@ def test_job_needs_a_payload_or_a_declaration() -> None:
     app = new_app()
     with pytest.raises(TypeError, match="needs payload="):
         app.job()
-    with pytest.raises(TypeError, match="declaration from aqueue.declare"):
+    with pytest.raises(TypeError, match=r"declaration from aqueue\.declare"):
         app.job("send")  # type: ignore[arg-type]
 
 
 async def test_enqueue_checks_a_declarations_payload_before_any_sql() -> None:
     app = new_app()  # nothing listens there: reaching the database would fail otherwise
-    with pytest.raises(aqueue.PayloadError, match="takes aqueue.tests.v1.Task payloads"):
+    with pytest.raises(aqueue.PayloadError, match=r"takes aqueue\.tests\.v1\.Task payloads"):
         await app.enqueue(send, Other())  # type: ignore[arg-type]
     with pytest.raises(aqueue.PayloadError):
         await app.enqueue_many(send, [Task(), Other()])

@@ -9,3 +9,21 @@ CREATE TABLE {schema}.workers (
     seen_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
+
+-- Up to lim due jobs, those that have waited longest first, for counting the ones no worker
+-- serves (unserved_jobs.sql). Pins the index-ordered plan as 0002 does for the claim: with
+-- stale statistics the planner would read and sort every due row instead of stopping at lim.
+CREATE FUNCTION {schema}.longest_due(lim int)
+RETURNS TABLE (job_type text, queue text)
+LANGUAGE plpgsql STABLE
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT j.job_type, j.queue
+    FROM {schema}.background_jobs AS j
+    WHERE j.state IN ('pending', 'error') AND j.next_attempt_after <= now()
+    ORDER BY j.next_attempt_after
+    LIMIT lim;
+END
+$$;

@@ -2,13 +2,10 @@
 -- unexpired workers row lists their job type, and their queue or every queue), counted by
 -- (job_type, queue), most first; with how many due jobs were looked at. Jobs no worker serves
 -- are never claimed, so they are the ones that wait longest; reading at most $1 entries of
--- background_jobs_next_due_idx keeps this cheap beside a heavy load.
+-- background_jobs_next_due_idx (longest_due, migration 0003) keeps this cheap beside a heavy
+-- load, whatever the table's statistics say.
 WITH due AS (
-    SELECT job_type, queue
-    FROM {schema}.background_jobs
-    WHERE state IN ('pending', 'error') AND next_attempt_after <= now()
-    ORDER BY next_attempt_after
-    LIMIT $1::int
+    SELECT job_type, queue FROM {schema}.longest_due($1::int)
 ),
 live AS (
     SELECT job_types, queues FROM {schema}.workers WHERE expires_at >= now()

@@ -29,9 +29,10 @@ from .errors import (
     DatabaseError,
     EmbeddedUnavailableError,
     PayloadError,
+    SchemaError,
 )
 from .jobs import JobInfo, JobState, current_job
-from .registry import JobType
+from .registry import JobDeclaration, JobType, declare
 
 if _TYPE_CHECKING:
     from .schema import make_metadata, metadata
@@ -43,14 +44,17 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "EmbeddedUnavailableError",
+    "JobDeclaration",
     "JobInfo",
     "JobState",
     "JobType",
     "PayloadError",
+    "SchemaError",
     "Worker",
     "WorkerSettings",
     "WorkerStatistics",
     "current_job",
+    "declare",
     "make_metadata",
     "metadata",
     "retry_delay_s",

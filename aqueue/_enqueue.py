@@ -18,12 +18,12 @@ from .config import (
     validate_name,
 )
 from .errors import PayloadError
-from .registry import JobType, Registry, check_job_options
+from .registry import JobDeclaration, Registry, check_job_options
 
 
 def new_jobs(
     registry: Registry,
-    job: JobType[Any] | str,
+    job: JobDeclaration[Any] | str,
     payloads: Sequence[Message],
     priority: int | None,
     max_tries: int | None,
@@ -33,16 +33,19 @@ def new_jobs(
     max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT,
 ) -> NewJobs:
     """Validate one enqueue call; raise ``TypeError``/``ValueError`` (or their aqueue
-    subclasses) on bad input. Options left ``None`` come from the job type when this process
-    registered it, else from the table's defaults."""
-    if isinstance(job, JobType):
-        job_type: JobType[Any] | None = job
+    subclasses) on bad input. Options left ``None`` come from the declaration (a JobType is
+    one), or for a bare name from the job type when this process registered it, else from
+    the table's defaults."""
+    if isinstance(job, JobDeclaration):
+        job_type: JobDeclaration[Any] | None = job
         name = job.name
     elif isinstance(job, str):
         name = validate_name("job type", job)
         job_type = registry.get(name)
     else:
-        raise TypeError(f"job must be a registered job or a job type name, got {job!r}")
+        raise TypeError(
+            f"job must be a JobType, a declaration (aqueue.declare) or a job type name, got {job!r}"
+        )
     for payload in payloads:
         _check_payload(name, job_type, payload)
     if priority is None:
@@ -71,7 +74,7 @@ def new_jobs(
     )
 
 
-def _check_payload(name: str, job_type: JobType[Any] | None, payload: object) -> None:
+def _check_payload(name: str, job_type: JobDeclaration[Any] | None, payload: object) -> None:
     if job_type is not None and type(payload) is not job_type.payload:
         raise PayloadError(
             f"job {name!r} takes {job_type.payload.DESCRIPTOR.full_name} payloads, "

@@ -30,8 +30,8 @@ from .config import (
     WorkerSettings,
     validate_schema,
 )
-from .errors import AppClosedError, ConfigurationError
-from .registry import JobType, Registry
+from .errors import MIGRATE_HINT, AppClosedError, ConfigurationError, SchemaError
+from .registry import JobDeclaration, JobType, Registry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -110,12 +110,14 @@ class App:
 
     def job(
         self,
+        declaration: JobDeclaration[M] | None = None,
+        /,
         *,
-        payload: type[M],
+        payload: type[M] | None = None,
         name: str | None = None,
-        queue: str = QUEUE_DEFAULT,
-        priority: int = PRIORITY_DEFAULT,
-        max_tries: int = MAX_TRIES_DEFAULT,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_tries: int | None = None,
         timeout_s: float | None = None,
     ) -> Callable[[Callable[[M], Awaitable[None]]], JobType[M]]:
         """Register an ``async def handler(payload)`` as a job type::
@@ -124,20 +126,59 @@ class App:
             async def send_email(payload: SendEmail) -> None: ...
 
         ``name`` (default: the function's ``__name__``) is the ``job_type`` stored with each
-        job; ``queue``, ``priority`` (higher runs first) and ``max_tries`` are the defaults
-        for jobs of this type. ``timeout_s`` bounds each attempt: one still running after it
-        is cancelled, recorded as a failure (``failure_info`` says it timed out) and retried
-        like any failure. Returns a :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+        job; ``queue`` (default ``"default"``), ``priority`` (default 10; higher runs first)
+        and ``max_tries`` (default 5) are the defaults for jobs of this type. ``timeout_s``
+        bounds each attempt: one still running after it is cancelled, recorded as a failure
+        (``failure_info`` says it timed out) and retried like any failure. Returns a
+        :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+
+        Or bind a handler to a declaration shared with producers (:func:`aqueue.declare`)::
+
+            @app.job(send_email_declared, timeout_s=60)
+            async def send_email(payload: SendEmail) -> None: ...
+
+        The job type takes the declaration's name, payload, queue, priority and max_tries;
+        passing one of those too, with another value, raises :class:`ConfigurationError`.
         """
+        if declaration is not None:
+            if not isinstance(declaration, JobDeclaration):
+                raise TypeError(
+                    "@app.job takes a declaration from aqueue.declare as its only positional "
+                    f"argument, got {declaration!r}; the options are keywords (payload=...)"
+                )
+            given = {
+                "payload": payload,
+                "name": name,
+                "queue": queue,
+                "priority": priority,
+                "max_tries": max_tries,
+            }
+            for option, value in given.items():
+                declared = getattr(declaration, option)
+                if value is not None and value is not declared and value != declared:
+                    raise ConfigurationError(
+                        f"@app.job({declaration.name!r}): {option}={value!r} disagrees with "
+                        f"the declaration ({option}={declared!r}); change the declaration, "
+                        f"which producers share, or leave {option} out"
+                    )
+            payload, name = declaration.payload, declaration.name
+            queue, priority = declaration.queue, declaration.priority
+            max_tries = declaration.max_tries
+        elif payload is None:
+            raise TypeError(
+                "@app.job needs payload= (the handler's protobuf message class), or a "
+                "declaration from aqueue.declare as its first argument"
+            )
+        job_payload = payload
 
         def register(handler: Callable[[M], Awaitable[None]]) -> JobType[M]:
             return self.registry.register(
                 handler,
-                payload=payload,
+                payload=job_payload,
                 name=name,
-                queue=queue,
-                priority=priority,
-                max_tries=max_tries,
+                queue=QUEUE_DEFAULT if queue is None else queue,
+                priority=PRIORITY_DEFAULT if priority is None else priority,
+                max_tries=MAX_TRIES_DEFAULT if max_tries is None else max_tries,
                 timeout_s=timeout_s,
             )
 
@@ -217,7 +258,7 @@ class App:
 
     async def enqueue(
         self,
-        job: JobType[M] | str,
+        job: JobDeclaration[M] | str,
         payload: Message,
         *,
         priority: int | None = None,
@@ -229,10 +270,14 @@ class App:
     ) -> int:
         """Queue one job; return its id.
 
-        ``job`` is a registered :class:`JobType` or a job type name (a producer may queue
-        types only its workers register). ``delay`` (seconds or a timedelta) or ``run_at``
-        (an aware datetime) postpone the first attempt; the database clock decides when it
-        is due. ``priority``, ``max_tries`` and ``queue`` override the job type's defaults.
+        ``job`` is a :class:`JobType` (what ``@app.job`` returned), a
+        :class:`JobDeclaration` (:func:`aqueue.declare`: for producers that do not import the
+        handlers), or a job type name. A bare name takes its defaults from the job type if
+        this process registered it, else from the table (queue ``default``, priority 10,
+        ``max_tries`` 5), not from the handler's options in some worker. ``delay`` (seconds
+        or a timedelta) or ``run_at`` (an aware datetime) postpone the first attempt; the
+        database clock decides when it is due. ``priority``, ``max_tries`` and ``queue``
+        override the job type's defaults.
 
         ``conn`` (a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``, or an asyncpg
         ``Connection``) inserts the job in the caller's open transaction: aqueue does not
@@ -259,7 +304,7 @@ class App:
 
     async def enqueue_many(
         self,
-        job: JobType[M] | str,
+        job: JobDeclaration[M] | str,
         payloads: Iterable[Message],
         *,
         priority: int | None = None,
@@ -318,13 +363,39 @@ class App:
         if not len(self.registry):
             raise ConfigurationError("no job types registered: decorate handlers with @app.job")
 
+    async def _checked_store(self, operation: str) -> Store:
+        """The store, once the schema is known to be at this aqueue's migration; else
+        :class:`SchemaError`. (A database that does not answer raises too: at start, a wrong
+        DSN should not pass for an outage.)"""
+        store = await self._get_store()
+        want = sql.raw_migrations()[-1].version
+        have = await store.schema_version()
+        if not have:
+            raise SchemaError(
+                operation, f"schema {self.schema!r} has no aqueue tables: {MIGRATE_HINT}"
+            )
+        if have < want:
+            raise SchemaError(
+                operation,
+                f"schema {self.schema!r} is at migration {have}, this aqueue needs {want}: "
+                f"{MIGRATE_HINT}",
+            )
+        if have > want:
+            raise SchemaError(
+                operation,
+                f"the database schema is at version {have}, newer than this aqueue ({want}): "
+                "upgrade aqueue on this host",
+            )
+        return store
+
     async def drain(self, concurrency: int = 1, **settings: Any) -> int:
         """Run jobs that are due now until none is due and none is running; return the number
-        of attempts run. Jobs that fail are retried only if they come due while draining."""
+        of attempts run. Jobs that fail are retried only if they come due while draining.
+        Raises :class:`SchemaError` if the schema is not at this aqueue's migration."""
         if not len(self.registry):
             return 0
         worker = Worker(
-            await self._get_store(),
+            await self._checked_store("drain"),
             self.registry,
             self._settings(concurrency, settings),
             listen=False,
@@ -347,11 +418,14 @@ class App:
         runs up to ``concurrency`` handlers at once. Leaving the block stops it gracefully:
         running handlers get ``shutdown_timeout_s`` to finish. ``settings`` override the
         app's worker settings (``queues=["mail"]``, ``lease_s=10``, ...).
+
+        Before anything runs it checks the schema's migration: :class:`SchemaError` when it
+        is missing, older or newer than this aqueue.
         """
         self._check_registered()
-        worker = Worker(
-            await self._get_store(), self.registry, self._settings(concurrency, settings)
-        )
+        settings_ = self._settings(concurrency, settings)
+        store = await self._checked_store("worker")
+        worker = Worker(store, self.registry, settings_)
         with self._running(worker), _single_error():
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)

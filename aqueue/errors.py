@@ -8,6 +8,7 @@
     ├── PayloadError (also TypeError)          a payload of the wrong type, or too large, at enqueue
     ├── AppClosedError                         an App used after close()
     └── DatabaseError                          the database refused or dropped a statement
+        └── SchemaError                        the schema is not migrated (or is newer than aqueue)
 
 Wrong arguments that are plain programming errors (``max_tries=0``, a naive datetime, both
 ``delay`` and ``run_at``) raise ``ValueError``/``TypeError`` as the standard library would.
@@ -24,7 +25,10 @@ __all__ = [
     "DatabaseError",
     "EmbeddedUnavailableError",
     "PayloadError",
+    "SchemaError",
 ]
+
+MIGRATE_HINT = "run `python -m aqueue migrate --app <module:attribute>` (or `await app.migrate()`)"
 
 
 class AqueueError(Exception):
@@ -72,3 +76,18 @@ class DatabaseError(AqueueError):
         # args holds the formatted message, not the two arguments: pickle (a process pool,
         # a test runner's workers) would call __init__ with the wrong ones.
         return type(self), (self.operation, self._message), self.__dict__
+
+
+class SchemaError(DatabaseError):
+    """Raised when aqueue's tables in the app's schema do not match this version of aqueue:
+
+    - when a worker (:meth:`aqueue.App.worker`, ``run_worker``, ``python -m aqueue worker``)
+      or :meth:`aqueue.App.drain` starts on a schema that has no aqueue tables, or is at an
+      older migration than this aqueue (migrate it), or at a newer one (upgrade aqueue on
+      that host); nothing ran;
+    - when a statement such as :meth:`aqueue.App.enqueue` finds aqueue's tables, types or
+      functions missing in the schema (it was never migrated, or the name is misspelled);
+      nothing was written.
+
+    A :class:`DatabaseError`, so code that catches those keeps working.
+    """

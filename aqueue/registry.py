@@ -3,44 +3,93 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 
-from .config import validate_name
+from .config import MAX_TRIES_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, validate_name
 from .errors import ConfigurationError
 
-__all__ = ["JobType"]
+__all__ = ["JobDeclaration", "JobType", "declare"]
 
 M = TypeVar("M", bound=Message)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class JobType(Generic[M]):
-    """A registered job type, returned by :meth:`aqueue.App.job`.
-
-    Pass it to :meth:`aqueue.App.enqueue`. Calling it runs the handler directly, in the
-    caller's task, without touching the queue (handy in tests).
+class JobDeclaration(Generic[M]):
+    """A job type as producers and workers share it, without its handler: made by
+    :func:`aqueue.declare`. Pass it to :meth:`aqueue.App.enqueue` (the job lands in the
+    declared queue with the declared priority and ``max_tries``), and bind the handler in the
+    worker with ``@app.job(declaration)``.
 
     - ``name``: the ``job_type`` stored in the table.
     - ``payload``: the protobuf message class the handler takes.
     - ``queue``, ``priority``, ``max_tries``: defaults for jobs enqueued without overrides.
-    - ``timeout_s``: how long one attempt may run before it is cancelled and recorded as a
-      failure (retried like any failure); ``None``: no limit.
     """
 
     name: str
     payload: type[M]
-    handler: Callable[[M], Awaitable[None]]
     queue: str
     priority: int
     max_tries: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class JobType(JobDeclaration[M]):
+    """A registered job type, returned by :meth:`aqueue.App.job`: a :class:`JobDeclaration`
+    with its handler, accepted wherever a declaration is.
+
+    Pass it to :meth:`aqueue.App.enqueue`. Calling it runs the handler directly, in the
+    caller's task, without touching the queue (handy in tests).
+
+    - ``name``, ``payload``, ``queue``, ``priority``, ``max_tries``: as declared.
+    - ``timeout_s``: how long one attempt may run before it is cancelled and recorded as a
+      failure (retried like any failure); ``None``: no limit.
+    """
+
+    handler: Callable[[M], Awaitable[None]]
     timeout_s: float | None = None
 
     def __call__(self, payload: M) -> Awaitable[None]:
         return self.handler(payload)
+
+
+def declare(
+    name: str,
+    *,
+    payload: type[M],
+    queue: str = QUEUE_DEFAULT,
+    priority: int = PRIORITY_DEFAULT,
+    max_tries: int = MAX_TRIES_DEFAULT,
+) -> JobDeclaration[M]:
+    """Declare a job type in code that producers and workers share, without its handler::
+
+        # shared code (imported by producers and workers)
+        send_email = aqueue.declare("send_email", payload=SendEmail, queue="mail", max_tries=8)
+
+        # producer: no handler imported; the job lands in queue "mail" with max_tries 8
+        await app.enqueue(send_email, SendEmail(to="ada@example.com"))
+
+        # worker
+        @app.job(send_email)
+        async def send(payload: SendEmail) -> None: ...
+
+    Raises :class:`ConfigurationError` for a bad name or queue, ``TypeError`` for a payload
+    that is not a protobuf message class, ``TypeError``/``ValueError`` for bad options.
+    """
+    _check_payload_class(payload)
+    validate_name("job type", name)
+    validate_name("queue name", queue)
+    check_job_options(priority, max_tries)
+    return JobDeclaration(name, payload, queue, priority, max_tries)
+
+
+def _check_payload_class(payload: object) -> None:
+    if not (isinstance(payload, type) and issubclass(payload, Message)):
+        raise TypeError(f"payload must be a protobuf message class, got {payload!r}")
 
 
 def check_job_options(priority: int, max_tries: int) -> None:
@@ -52,6 +101,62 @@ def check_job_options(priority: int, max_tries: int) -> None:
         raise TypeError(f"max_tries must be an int, got {max_tries!r}")
     if not 1 <= max_tries < 2**31:
         raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+
+
+def _describe(handler: object) -> str:
+    """A handler's name for messages: ``module.qualname``, or the repr of anything else."""
+    target = handler.func if isinstance(handler, functools.partial) else handler
+    qualname = getattr(target, "__qualname__", None)
+    if isinstance(qualname, str):
+        text = f"{getattr(target, '__module__', '?')}.{qualname}"
+    else:
+        text = f"{type(target).__module__}.{type(target).__qualname__} object"
+    return f"functools.partial({text}, ...)" if target is not handler else text
+
+
+def _is_async(handler: object) -> bool:
+    # A coroutine function (bound methods and functools.partial of one included), or an
+    # object whose __call__ is one.
+    return inspect.iscoroutinefunction(handler) or (
+        not inspect.isroutine(handler)
+        and not isinstance(handler, type)
+        and inspect.iscoroutinefunction(getattr(handler, "__call__", None))  # noqa: B004
+    )
+
+
+def check_handler(handler: object) -> None:
+    """Refuse a handler that could never run: not async, or unable to take the payload as its
+    one positional argument. Found at registration rather than by a job failing every try."""
+    if not _is_async(handler):
+        raise TypeError(
+            f"job handler {_describe(handler)} must be an 'async def' function (or an object "
+            f"whose __call__ is one); got {handler!r}"
+        )
+    try:
+        signature = inspect.signature(handler)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"job handler {_describe(handler)}: no signature to check ({exc})"
+        ) from None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(signature.parameters.values())
+    required = [p.name for p in params if p.kind in positional and p.default is p.empty]
+    takes_one = any(p.kind in positional or p.kind is p.VAR_POSITIONAL for p in params)
+    if len(required) > 1 or not takes_one:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in params],
+            return_annotation=signature.empty,
+        )
+        raise TypeError(
+            f"job handler {_describe(handler)} must accept exactly one positional argument "
+            f"(the payload); it takes {bare}: give the other parameters defaults"
+        )
+    keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        raise TypeError(
+            f"job handler {_describe(handler)} has required keyword-only parameter(s) "
+            f"{', '.join(map(repr, keyword_only))} that aqueue never passes: give them defaults"
+        )
 
 
 class Registry:
@@ -71,11 +176,15 @@ class Registry:
         max_tries: int,
         timeout_s: float | None = None,
     ) -> JobType[M]:
-        if not (isinstance(payload, type) and issubclass(payload, Message)):
-            raise TypeError(f"payload must be a protobuf message class, got {payload!r}")
-        if not inspect.iscoroutinefunction(handler):
-            raise TypeError(f"a job handler must be an 'async def' function, got {handler!r}")
-        job_name = validate_name("job type", name or handler.__name__)
+        _check_payload_class(payload)
+        check_handler(handler)
+        if name is None:
+            name = getattr(handler, "__name__", None)
+            if not isinstance(name, str):
+                raise ConfigurationError(
+                    f"job handler {_describe(handler)} has no __name__: pass name= to @app.job"
+                )
+        job_name = validate_name("job type", name)
         validate_name("queue name", queue)
         check_job_options(priority, max_tries)
         if timeout_s is not None and (
@@ -89,13 +198,13 @@ class Registry:
         if job_name in self._types:
             raise ConfigurationError(f"job type {job_name!r} is already registered")
         job_type = JobType(
-            job_name,
-            payload,
-            handler,
-            queue,
-            priority,
-            max_tries,
-            None if timeout_s is None else float(timeout_s),
+            name=job_name,
+            payload=payload,
+            queue=queue,
+            priority=priority,
+            max_tries=max_tries,
+            handler=handler,
+            timeout_s=None if timeout_s is None else float(timeout_s),
         )
         self._types[job_name] = job_type  # type: ignore[assignment]
         return job_type

@@ -9,6 +9,7 @@ it). Include it in your own Alembic autogenerate so Alembic leaves aqueue's tabl
 from __future__ import annotations
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -91,6 +92,16 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         Column("version", Integer, primary_key=True, autoincrement=False),
         Column("name", Text, nullable=False),
         Column("applied_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    # Which job types and queues the running workers serve (queues NULL: every queue).
+    Table(
+        "workers",
+        md,
+        Column("worker_id", Text, primary_key=True),
+        Column("job_types", ARRAY(Text), nullable=False),
+        Column("queues", ARRAY(Text), nullable=True),
+        Column("seen_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
     )
     return md
 

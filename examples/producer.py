@@ -1,8 +1,9 @@
-"""A producer process: it queues jobs by their type name and never imports the handlers
-(they live in the worker's code). Run a worker beside it::
+"""A producer process: it queues jobs through their shared declaration
+(``examples/mail_jobs.py``) and never imports the handlers (they live in the worker's code,
+``examples/mail.py``). Run a worker beside it::
 
-    python -m aqueue worker --app examples.mail:app      # terminal 1
-    python -m examples.producer 100                      # terminal 2
+    python -m aqueue worker --app examples.mail:app --queue mail   # terminal 1
+    python -m examples.producer 100                                # terminal 2
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ import sys
 import anyio
 
 import aqueue
+from examples.mail_jobs import send_email
 from examples.payloads_pb2 import SendEmail
 
 
 async def main(count: int) -> None:
     async with aqueue.App() as app:
         await app.migrate()
+        # Lands in queue "mail" with max_tries 8, as declared. (By the bare name
+        # "send_email" it would land in queue "default" with the table's defaults.)
         ids = await app.enqueue_many(
-            "send_email",
+            send_email,
             [SendEmail(to=f"user{i}@example.com", subject="Welcome!") for i in range(count)],
-            queue="mail",
         )
         print(f"enqueued {len(ids)} job(s), ids {ids[0]}..{ids[-1]}")
 

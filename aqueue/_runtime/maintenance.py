@@ -1,12 +1,16 @@
 """Maintenance: rescues jobs whose lease expired. Every worker runs it; SKIP LOCKED keeps
-concurrent rescuers from blocking each other, and each job is rescued once."""
+concurrent rescuers from blocking each other, and each job is rescued once.
+
+It also keeps the worker's row in ``workers`` (the job types and queues it serves) and, at
+most once a minute, warns when due jobs wait that no running worker serves."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -15,6 +19,16 @@ from ..errors import DatabaseError
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
+
+# A worker's row counts this long after its last renewal (at least; six maintenance
+# intervals when longer), renewed every third of it: a killed worker's job types count as
+# served for at most that long.
+WORKER_TTL_MIN_S = 60.0
+UNSERVED_INTERVAL_S = 60.0  # how often the unserved jobs are counted (and logged) at most
+UNSERVED_MAX_ROWS = 10_000  # due jobs looked at, longest waiting first
+UNSERVED_TIMEOUT_S = 2.0  # the count gives up rather than weigh on a busy database
+UNSERVED_SHOWN = 5  # (job_type, queue) pairs named in the warning
+GOODBYE_TIMEOUT_S = 2.0
 
 
 class Maintenance:
@@ -28,6 +42,10 @@ class Maintenance:
         on_rescued: Callable[[dict[int, str]], None],
         outage_log: Throttled,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        job_types: Sequence[str],
+        queues: Sequence[str] | None,
+        unserved_interval_s: float = UNSERVED_INTERVAL_S,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -39,12 +57,35 @@ class Maintenance:
         self._clock = clock
         self._outage = False
         self._grace_until = -float("inf")
+        self._job_types = list(job_types)
+        self._queues = None if queues is None else list(queues)
+        self._ttl_s = max(WORKER_TTL_MIN_S, 6 * interval_s)
+        self._seen_due = -float("inf")  # when the workers row is next renewed (local clock)
+        self._registered = False
+        self._unserved_interval_s = unserved_interval_s
+        self._unserved_due: float | None = None  # when the unserved jobs are next counted
 
     async def run(self) -> None:
-        while True:
-            await self.run_once()
-            # Jitter keeps many workers from rescuing in lockstep.
-            await anyio.sleep(self._interval_s * random.uniform(0.8, 1.2))
+        try:
+            while True:
+                await self.run_once()
+                # Jitter keeps many workers from rescuing in lockstep.
+                await anyio.sleep(self._interval_s * random.uniform(0.8, 1.2))
+        finally:
+            await self.goodbye()
+
+    async def goodbye(self) -> None:
+        """Delete this worker's row: it serves nothing any more. Best effort (its row expires
+        anyway), bounded, and not tried while the database is out."""
+        if not self._registered or self._outage:
+            return
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(GOODBYE_TIMEOUT_S),
+            contextlib.suppress(DatabaseError),
+        ):
+            await self._store.worker_gone(self._worker_id)
+            self._registered = False
 
     async def run_once(self) -> None:
         try:
@@ -59,11 +100,18 @@ class Maintenance:
                     "rescue: the database answers again; rescuing resumes in %.1f s", self._lease_s
                 )
                 return
+            if self._clock() >= self._seen_due:
+                await self._store.worker_seen(
+                    self._worker_id, self._job_types, self._queues, self._ttl_s
+                )
+                self._registered = True
+                self._seen_due = self._clock() + self._ttl_s / 3
             if self._clock() < self._grace_until:
                 return
             rescued = await self._store.rescue(self._worker_id, self._running())
         except DatabaseError as exc:
             self._outage = True
+            self._seen_due = -float("inf")  # its row may have expired meanwhile: renew first
             self._throttled.warning("%s", exc)
             return
         if rescued:
@@ -74,3 +122,34 @@ class Maintenance:
                 sorted(rescued)[:20],
             )
             self._on_rescued(rescued)
+        await self._count_unserved()
+
+    async def _count_unserved(self) -> None:
+        """At most once per ``unserved_interval_s``, warn about due jobs that no live worker
+        serves (a type no running worker registered, or a queue none claims from): they
+        would wait forever, silently. The first count comes one interval after start, so
+        that workers started together have all said what they serve."""
+        now = self._clock()
+        if self._unserved_due is None:
+            self._unserved_due = now + self._unserved_interval_s
+            return
+        if now < self._unserved_due:
+            return
+        self._unserved_due = now + self._unserved_interval_s
+        try:
+            found = await self._store.unserved_jobs(UNSERVED_MAX_ROWS, UNSERVED_TIMEOUT_S)
+        except DatabaseError as exc:
+            log.info("unserved jobs not counted this time: %s", exc)
+            return
+        if not found.counts:
+            return
+        shown = ", ".join(f"{t}@{q} ({n})" for t, q, n in found.counts[:UNSERVED_SHOWN])
+        if len(found.counts) > UNSERVED_SHOWN:
+            shown += ", ..."
+        if found.looked_at == UNSERVED_MAX_ROWS:
+            shown += f" (counted among the {UNSERVED_MAX_ROWS} due jobs that waited longest)"
+        log.warning(
+            "%d due job(s) wait that no running worker serves: %s",
+            sum(n for _, _, n in found.counts),
+            shown,
+        )

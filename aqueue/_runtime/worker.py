@@ -196,6 +196,8 @@ class Worker:
             lambda: [job_id for job_id, _ in self._running],
             self._rescued,
             self._outage_log,
+            job_types=registry.names(),
+            queues=settings.queues,
         )
 
     # -- public ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from ..errors import DatabaseError
+from ..errors import MIGRATE_HINT, DatabaseError, SchemaError
 from . import sql
 from .connections import fetch_column_on
 from .dsn import redact
@@ -36,7 +36,15 @@ _ASYNCPG_ERRORS = (asyncpg.PostgresError, *BROKEN)
 # The worker's statements share this many pooled connections, whatever the pool's size:
 # with its LISTEN connection, a worker holds WORKER_CONNECTIONS + 1 connections.
 WORKER_CONNECTIONS = 2
-_WORKER_STATEMENTS = frozenset({"claim", "complete", "fail", "retry", "heartbeat", "rescue"})
+# undefined_table, undefined_object (a type), invalid_schema_name, undefined_function: one of
+# aqueue's statements finding its own tables, types or functions missing.
+_UNMIGRATED = frozenset({"42P01", "42704", "3F000", "42883"})
+_WORKER_STATEMENTS = frozenset(
+    {
+        *("claim", "complete", "fail", "retry", "heartbeat", "rescue"),
+        *("worker_seen", "worker_gone", "unserved_jobs"),
+    }
+)
 
 
 def is_data_error(exc: DatabaseError) -> bool:
@@ -100,6 +108,14 @@ class Store:
 
     def _error(self, operation: str, exc: BaseException) -> DatabaseError:
         message = f"{type(exc).__name__}: {exc}"
+        if _sqlstate(exc) in _UNMIGRATED:
+            return SchemaError(
+                operation,
+                self.redact(
+                    f"schema {self.schema!r} has no aqueue tables, or misses some "
+                    f"({message.splitlines()[0]}): {MIGRATE_HINT}"
+                ),
+            )
         if isinstance(exc, _UNREACHABLE):
             message = f"database unreachable ({message})"
         return DatabaseError(operation, self.redact(message))
@@ -122,25 +138,31 @@ class Store:
             async with self.pool.acquire() as driver:
                 yield driver
 
-    async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(
+        self, name: str, *args: Any, timeout_s: float | None = None
+    ) -> list[asyncpg.Record]:
         """Run one statement on a pooled connection. A connection that already read the
         server's "terminating connection" message but not yet the socket's end refuses the
         statement before sending a byte (InternalClientError), so running it again on a
         fresh connection is safe even for an INSERT."""
         if name not in _WORKER_STATEMENTS:
-            return await self._fetch_pooled(name, args)
+            return await self._fetch_pooled(name, args, timeout_s)
         loop = asyncio.get_running_loop()
         if self._worker_slots is None or self._worker_slots[0] is not loop:
             self._worker_slots = (loop, anyio.CapacityLimiter(WORKER_CONNECTIONS))
         async with self._worker_slots[1]:
-            return await self._fetch_pooled(name, args)
+            return await self._fetch_pooled(name, args, timeout_s)
 
-    async def _fetch_pooled(self, name: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
+    async def _fetch_pooled(
+        self, name: str, args: tuple[Any, ...], timeout_s: float | None = None
+    ) -> list[asyncpg.Record]:
         with self._statement(name):
             for _ in range(_STALE_RETRIES):
                 try:
                     async with self.pool.acquire() as driver:
-                        rows: list[asyncpg.Record] = await driver.fetch(self._sql[name], *args)
+                        rows: list[asyncpg.Record] = await driver.fetch(
+                            self._sql[name], *args, timeout=timeout_s
+                        )
                         return rows
                 except asyncpg.InternalClientError:
                     continue  # the pool closed it
@@ -260,6 +282,30 @@ class Store:
         rows = await self._fetch("rescue", worker_id, running)
         return {row[0]: row[1] for row in rows}
 
+    async def worker_seen(
+        self, worker_id: str, job_types: Sequence[str], queues: Sequence[str] | None, ttl_s: float
+    ) -> None:
+        """Record that ``worker_id`` serves ``job_types`` in ``queues`` (``None``: every
+        queue) for the next ``ttl_s`` seconds (database clock)."""
+        await self._fetch(
+            "worker_seen",
+            worker_id,
+            list(job_types),
+            None if queues is None else list(queues),
+            ttl_s,
+        )
+
+    async def worker_gone(self, worker_id: str) -> None:
+        """Forget ``worker_id``: it stopped."""
+        await self._fetch("worker_gone", worker_id)
+
+    async def unserved_jobs(self, max_rows: int, timeout_s: float) -> Unserved:
+        """Of the ``max_rows`` due jobs that waited longest, those no live worker serves,
+        by (job_type, queue). A statement still running after ``timeout_s`` is cancelled
+        (:class:`DatabaseError`)."""
+        rows = await self._fetch("unserved_jobs", max_rows, timeout_s=timeout_s)
+        return Unserved([(row[0], row[1], row[2]) for row in rows], rows[0][3] if rows else None)
+
     @contextlib.asynccontextmanager
     async def listen(self, on_notify: Callable[[str], None]) -> AsyncIterator[Listening]:
         """Hold one pooled connection LISTENing on this schema's channel; ``on_notify`` gets
@@ -298,6 +344,13 @@ class Store:
 
     # -- migrations -----------------------------------------------------------------------
 
+    async def schema_version(self) -> int | None:
+        """The latest migration applied to the schema: ``None`` when the schema or its
+        migration history is missing, 0 when nothing was applied."""
+        rows = await self._fetch("schema_version")
+        version = rows[0][0]
+        return None if version is None else int(version)
+
     async def migrate(self, migrations: Sequence[sql.Migration]) -> list[int]:
         """Apply the missing ``migrations`` in one transaction under an advisory lock, so
         concurrent callers serialize and all succeed. Returns the versions applied."""
@@ -315,6 +368,20 @@ class Store:
                 await conn.execute(self._sql["migrate_record"], migration.version, migration.name)
                 applied_now.append(migration.version)
         return applied_now
+
+
+def _sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error; SQLAlchemy's wrapper of one included (its ``orig``
+    carries the code, its ``__cause__`` the asyncpg error)."""
+    for _ in range(4):
+        if exc is None:
+            return None
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        orig = getattr(exc, "orig", None)
+        exc = orig if isinstance(orig, BaseException) else exc.__cause__
+    return None
 
 
 async def _stop_listening(
@@ -342,6 +409,14 @@ class Claim:
     # claimer); None when there is none, or when every slot asked for was filled.
     next_due_s: float | None
     completed: set[int]  # ids of the attempts given to complete that are completed
+
+
+@dataclass(frozen=True, slots=True)
+class Unserved:
+    """What :meth:`Store.unserved_jobs` found."""
+
+    counts: list[tuple[str, str, int]]  # (job_type, queue, due jobs), most first
+    looked_at: int | None  # due jobs looked at (None when none was unserved)
 
 
 @dataclass(slots=True)

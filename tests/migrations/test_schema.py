@@ -93,6 +93,10 @@ async def test_migrate_is_idempotent_and_safe_to_run_concurrently(
 
 
 def test_metadata_default_schema() -> None:
-    assert set(aqueue.metadata.tables) == {"aqueue.background_jobs", "aqueue.aqueue_migrations"}
+    assert set(aqueue.metadata.tables) == {
+        "aqueue.background_jobs",
+        "aqueue.aqueue_migrations",
+        "aqueue.workers",
+    }
     with pytest.raises(aqueue.ConfigurationError):
         aqueue.make_metadata("Bad-Name")

@@ -43,7 +43,13 @@ def test_exception_tree() -> None:
     assert issubclass(aqueue.EmbeddedUnavailableError, aqueue.ConfigurationError)
     assert issubclass(aqueue.PayloadError, TypeError)
     assert issubclass(aqueue.DatabaseError, aqueue.AqueueError)
-    for exc in (aqueue.ConfigurationError, aqueue.PayloadError, aqueue.DatabaseError):
+    assert issubclass(aqueue.SchemaError, aqueue.DatabaseError)
+    for exc in (
+        aqueue.ConfigurationError,
+        aqueue.PayloadError,
+        aqueue.DatabaseError,
+        aqueue.SchemaError,
+    ):
         assert exc.__doc__
         assert "raised" in exc.__doc__.lower()
 

@@ -347,9 +347,12 @@ class Store:
     async def schema_version(self) -> int | None:
         """The latest migration applied to the schema: ``None`` when the schema or its
         migration history is missing, 0 when nothing was applied."""
-        rows = await self._fetch("schema_version")
+        try:
+            rows = await self._fetch("schema_version")
+        except SchemaError:
+            return None  # no schema, or no migration history in it
         version = rows[0][0]
-        return None if version is None else int(version)
+        return 0 if version is None else int(version)
 
     async def migrate(self, migrations: Sequence[sql.Migration]) -> list[int]:
         """Apply the missing ``migrations`` in one transaction under an advisory lock, so

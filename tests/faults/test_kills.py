@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import anyio
 import asyncpg
+import pytest
 
 import aqueue
 from tests.faults.checks import attempts_by_job, completed, ledger_rows_of
@@ -93,6 +94,7 @@ async def test_sigstopped_owner_loses_its_job_and_its_late_writes_change_nothing
     assert pids == [owner.pid, other.pid]
 
 
+@pytest.mark.timeout(240)  # its own limit (180 s for the jobs) speaks first
 async def test_eight_workers_by_32_run_10000_jobs_exactly_once(
     fapp: aqueue.App, db: asyncpg.Connection, fschema: str, spawn: Callable[..., WorkerProcess]
 ) -> None:
@@ -117,6 +119,7 @@ async def test_eight_workers_by_32_run_10000_jobs_exactly_once(
     assert len(pids) >= 2, "the work was shared"
 
 
+@pytest.mark.timeout(300)  # its own limit (fail_after(240)) speaks first
 async def test_a_random_worker_killed_every_5_s_loses_nothing(
     fapp: aqueue.App, db: asyncpg.Connection, fschema: str, spawn: Callable[..., WorkerProcess]
 ) -> None:

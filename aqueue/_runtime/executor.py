@@ -85,10 +85,11 @@ class Executor:
     async def execute(self, job: ClaimedJob) -> Outcome:
         """Run one attempt. Whatever escapes the handler is a failed attempt, with its
         traceback: any ``Exception``, ``SystemExit`` and ``KeyboardInterrupt`` (a library
-        calling ``sys.exit()`` must not take the worker down), and a ``CancelledError`` the
-        handler raised on its own. Only a cancellation of this task (the worker cancelled
-        it: shutdown, lost lease, ``app.cancel``) propagates; the worker decides what it
-        means. The attempt's own ``timeout_s`` is a failure too."""
+        calling ``sys.exit()`` must not take the worker down) or other ``BaseException``,
+        and a ``CancelledError`` the handler raised on its own. Only a cancellation of
+        this task (the worker cancelled it: shutdown, lost lease, ``app.cancel``)
+        propagates; the worker decides what it means. The attempt's own ``timeout_s`` is a
+        failure too."""
         job_type = self._registry.get(job.job_type)
         if job_type is None:  # claims filter by registered types; defensive only
             return Outcome(
@@ -127,9 +128,10 @@ class Executor:
             # a failure like any other, or it would be handed back and claimed again at
             # once, over and over, never counting against max_tries.
             return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            # Raised by the handler's code (a real Ctrl-C reaches a worker as a signal, or
-            # as a cancellation from asyncio's runner). Let it escape the task and asyncio
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt (or another BaseException) raised by the
+            # handler's code: a real Ctrl-C reaches a worker as a signal, or as a
+            # cancellation from asyncio's runner. Let it escape the task and asyncio
             # re-raises it out of the event loop: the worker dies, and so would every
             # worker that claims this job next.
             log.error(

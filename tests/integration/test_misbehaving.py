@@ -46,7 +46,11 @@ async def test_a_cancelled_error_the_handler_raises_itself_is_a_counted_failure(
     assert runs == [1, 2]
 
 
-@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+class _Custom(BaseException):
+    """A BaseException of a library's own (as some frameworks use for control flow)."""
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, _Custom])
 async def test_system_exit_and_keyboard_interrupt_in_a_handler_fail_the_attempt_only(
     app: aqueue.App,
     pg: asyncpg.Connection,

@@ -5,7 +5,13 @@ blocked (a ``time.sleep`` in an ``async def``) beats from the thread, over a con
 opens for that time only (so a healthy worker holds no extra connection). The thread also
 names the handler that blocks the loop, and stops beating when it stays blocked past
 ``loop_block_limit_s``, so the jobs of a hung process get rescued. Attempts whose lease is
-gone (cancelled, or rescued by another worker) are reported back to the loop."""
+gone (cancelled, or rescued by another worker) are reported back to the loop.
+
+Every beat is bounded (see ``beat_timeout_s``) and never waits on a row lock held elsewhere:
+such a row is skipped, its attempt unknown for that beat rather than lost (the next beat
+looks again), and a warning names it when that lasts half a lease. A beat that fails or
+times out is logged (throttled) and the next one goes on; one that failed on the LISTEN
+connection goes over the pool until the notifier's ping clears or replaces that connection."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from collections.abc import Callable
 import anyio
 import asyncpg
 
-from .._store.store import Listening, Store
+from .._store.store import Beat, Listening, Store
 from ..errors import DatabaseError
 from .logs import Throttled
 
@@ -31,7 +37,7 @@ WATCH_TICK_S = 0.25  # how often the thread looks at the loop (and at a pending 
 LOOP_BLOCKED_WARN_S = 1.0  # a loop blocked this long gets a warning naming the culprit
 POKE_MIN_INTERVAL_S = 0.05  # a burst of cancel hints costs one extra beat, not many
 CONNECT_TIMEOUT_S = 10.0
-LISTEN_BEAT_TIMEOUT_MIN_S = 0.25  # then the beat goes over the pool instead
+BEAT_TIMEOUT_MIN_S = 0.25  # a beat's statement may take this long, whatever the interval
 
 Held = Callable[[], list[tuple[int, int]]]
 Lost = Callable[[dict[tuple[int, int], str | None]], None]
@@ -66,6 +72,11 @@ class Heartbeat:
         self._poked = anyio.Event()
         self._stop = threading.Event()
         self._acked = 0  # written by the worker's loop, read by the thread
+        # Well under the lease: a beat on the LISTEN connection that times out still leaves
+        # time for one over the pool, and for the next beat, before the lease runs out.
+        self.beat_timeout_s = min(max(interval_s / 2, BEAT_TIMEOUT_MIN_S), lease_s / 4)
+        self._unknown_since: dict[tuple[int, int], float] = {}  # rows locked elsewhere
+        self._warned: set[tuple[int, int]] = set()
         self.beats = 0
         self.blocked_s = 0.0  # how long the worker's loop has been blocked now
         self.beating = True  # False while the loop is blocked past the limit
@@ -108,27 +119,49 @@ class Heartbeat:
                 continue
             ids, attempts = [h[0] for h in held], [h[1] for h in held]
             try:
-                lost = await self._beat_once(ids, attempts)
+                beat = await self._beat_once(ids, attempts)
             except DatabaseError as exc:
-                self._outage_log.warning("%s", exc)
+                self._outage_log.warning("%s; the next heartbeat tries again", exc)
                 continue
             self.beats += 1
-            if lost:
-                self._on_lost(lost)
+            self._after_beat(beat)
 
-    async def _beat_once(
-        self, ids: list[int], attempts: list[int]
-    ) -> dict[tuple[int, int], str | None]:
+    async def _beat_once(self, ids: list[int], attempts: list[int]) -> Beat:
         # On the LISTEN connection while it is healthy (no pooled connection needed, and
         # none that a claim stuck on a lock could hold); else, or if that fails, on the pool.
         listening = self._listening()
         if listening is not None and not listening.failed:
-            timeout_s = max(self._interval_s / 2, LISTEN_BEAT_TIMEOUT_MIN_S)
-            with contextlib.suppress(DatabaseError):
+            try:
                 return await listening.heartbeat(
-                    self._worker_id, ids, attempts, self._lease_s, timeout_s
+                    self._worker_id, ids, attempts, self._lease_s, self.beat_timeout_s
                 )
-        return await self._store.heartbeat(self._worker_id, ids, attempts, self._lease_s)
+            except DatabaseError as exc:
+                self._outage_log.warning("%s; this heartbeat goes over the pool", exc)
+        return await self._store.heartbeat(
+            self._worker_id, ids, attempts, self._lease_s, timeout_s=self.beat_timeout_s
+        )
+
+    def _after_beat(self, beat: Beat) -> None:
+        """On the worker's loop, after a beat from either side: report the lost attempts,
+        and warn once about a row someone else keeps locked (its lease is not extended)."""
+        now = self._clock()
+        # Only attempts unknown at this beat are tracked: extended, lost or ended ones go.
+        since = {a: self._unknown_since.get(a, now) for a in beat.unknown}
+        self._unknown_since = since
+        self._warned &= since.keys()
+        for (job_id, attempt), started in since.items():
+            if now - started >= self._lease_s / 2 and (job_id, attempt) not in self._warned:
+                self._warned.add((job_id, attempt))
+                log.warning(
+                    "heartbeat: another transaction has held the row lock of job %d (attempt "
+                    "%d) for %.1f s; its lease is not extended meanwhile, and once it has run "
+                    "out a rescue may take the job when that lock is released",
+                    job_id,
+                    attempt,
+                    now - started,
+                )
+        if beat.lost:
+            self._on_lost(beat.lost)
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -220,13 +253,13 @@ class Heartbeat:
         try:
             if conn is None or conn.is_closed():
                 conn = await self._store.connect_direct(CONNECT_TIMEOUT_S)
-            lost = await self._store.heartbeat(
+            beat = await self._store.heartbeat(
                 self._worker_id,
                 [h[0] for h in held],
                 [h[1] for h in held],
                 self._lease_s,
+                timeout_s=self.beat_timeout_s,
                 conn=conn,
-                timeout_s=max(self._interval_s, 1.0),
             )
         except DatabaseError as exc:
             self._outage_log.warning("%s", exc)
@@ -234,8 +267,7 @@ class Heartbeat:
                 conn.terminate()
             return None
         self.beats += 1
-        if lost:
-            # RuntimeError: the worker's loop is closed; nothing is left to cancel.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_lost, lost)
+        # RuntimeError: the worker's loop is closed; nothing is left to cancel.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._after_beat, beat)
         return conn

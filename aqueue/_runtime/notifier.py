@@ -84,10 +84,13 @@ class Notifier:
 
     async def _watch(self, listening: Listening) -> None:
         """Return when the connection is lost; raise when it stops answering a keepalive
-        ping (a connection that died without a goodbye would otherwise look alive forever)."""
+        ping (a connection that died without a goodbye would otherwise look alive forever).
+        A heartbeat that failed on it gets a ping at once: an answer puts the heartbeats back
+        on it, silence gets it replaced (beats go over the pool until either happens)."""
         while True:
             with anyio.move_on_after(self._keepalive_s):
-                await listening.lost.wait()
+                await listening.wait_for_trouble()
+            if listening.lost.is_set():
                 return
             try:
                 await listening.ping(PING_TIMEOUT_S)

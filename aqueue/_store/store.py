@@ -144,14 +144,24 @@ class Store:
         """Run one statement on a pooled connection. A connection that already read the
         server's "terminating connection" message but not yet the socket's end refuses the
         statement before sending a byte (InternalClientError), so running it again on a
-        fresh connection is safe even for an INSERT."""
+        fresh connection is safe even for an INSERT. ``timeout_s`` bounds the wait for a
+        worker connection and, apart, the statement (one that times out is not pooled again)."""
         if name not in _WORKER_STATEMENTS:
             return await self._fetch_pooled(name, args, timeout_s)
         loop = asyncio.get_running_loop()
         if self._worker_slots is None or self._worker_slots[0] is not loop:
             self._worker_slots = (loop, anyio.CapacityLimiter(WORKER_CONNECTIONS))
-        async with self._worker_slots[1]:
+        slots = self._worker_slots[1]
+        try:
+            with anyio.fail_after(timeout_s):
+                await slots.acquire()
+        except TimeoutError:
+            message = f"no worker connection free within {timeout_s:.2f} s"
+            raise DatabaseError(name, message) from None
+        try:
             return await self._fetch_pooled(name, args, timeout_s)
+        finally:
+            slots.release()
 
     async def _fetch_pooled(
         self, name: str, args: tuple[Any, ...], timeout_s: float | None = None
@@ -251,18 +261,35 @@ class Store:
         ids: list[int],
         attempts: list[int],
         lease_s: float,
+        *,
+        timeout_s: float,
         conn: asyncpg.Connection | None = None,
-        timeout_s: float | None = None,
-    ) -> dict[tuple[int, int], str | None]:
-        """Extend the leases held; return the attempts no longer held, ``{(id, attempt):
-        state now}``. On ``conn`` (the heartbeat thread's own connection) when given."""
+        operation: str = "heartbeat",
+    ) -> Beat:
+        """Extend the leases held, skipping rows another transaction has locked (see
+        heartbeat.sql). On ``conn`` (the LISTEN connection, or the heartbeat thread's own)
+        when given, else on a pooled one; either way within ``timeout_s``: a beat must never
+        wait long, or the leases it should extend run out meanwhile. ``operation`` names the
+        statement in :meth:`statistics` and in errors."""
         args = (ids, attempts, worker_id, lease_s)
-        if conn is None:
-            rows = await self._fetch("heartbeat", *args)
-        else:
-            with self._statement("heartbeat"):
-                rows = await conn.fetch(self._sql["heartbeat"], *args, timeout=timeout_s)
-        return {(row[0], row[1]): row[2] for row in rows}
+        try:
+            if conn is None:
+                rows = await self._fetch("heartbeat", *args, timeout_s=timeout_s)
+            else:
+                with self._statement(operation):
+                    rows = await conn.fetch(self._sql["heartbeat"], *args, timeout=timeout_s)
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, TimeoutError):  # asyncpg's says nothing itself
+                raise DatabaseError(operation, f"no answer within {timeout_s:.2f} s") from exc
+            raise
+        lost: dict[tuple[int, int], str | None] = {}
+        unknown: list[tuple[int, int]] = []
+        for job_id, attempt, state, locked_elsewhere in rows:
+            if locked_elsewhere:
+                unknown.append((job_id, attempt))
+            else:
+                lost[job_id, attempt] = state
+        return Beat(lost, unknown)
 
     async def connect_direct(self, timeout_s: float) -> asyncpg.Connection:
         """A connection of its own, outside the pool, for a thread with its own event loop
@@ -422,33 +449,84 @@ class Unserved:
     looked_at: int | None  # due jobs looked at (None when none was unserved)
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What one heartbeat statement found about the attempts it did not extend."""
+
+    # No longer this worker's: {(id, attempt): the job's state now (None: the row is gone)}.
+    lost: dict[tuple[int, int], str | None]
+    # Rows another transaction had locked: not extended this time, and not known to be lost.
+    unknown: list[tuple[int, int]]
+
+
 @dataclass(slots=True)
 class Listening:
     """The LISTEN connection, as :meth:`Store.listen` yields it. Between notifications it
-    carries the keepalive ping and the heartbeats, one statement at a time."""
+    carries the keepalive ping and the heartbeats, one statement at a time.
+
+    A heartbeat that fails on it marks it ``failed`` (beats go over the pool meanwhile) and
+    wakes :meth:`wait_for_trouble`: the notifier pings at once, and a ping that answers clears
+    ``failed``; one that does not gets the connection replaced."""
 
     _store: Store
     _conn: asyncpg.Connection
     lost: anyio.Event
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
-    failed: bool = False  # a statement on it failed: it is about to be replaced
+    failed: bool = False  # a heartbeat on it failed, and no ping has answered since
+    _trouble: anyio.Event = field(default_factory=anyio.Event)
+
+    async def wait_for_trouble(self) -> None:
+        """Return when the connection is lost or a heartbeat on it has failed."""
+        async with anyio.create_task_group() as tg:
+
+            async def wait(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wait, self.lost)
+            tg.start_soon(wait, self._trouble)
 
     async def ping(self, timeout_s: float) -> None:
         """Raise :class:`DatabaseError` unless the connection answers within ``timeout_s``
-        (a keepalive: a silently dead TCP connection would otherwise never notify again)."""
+        (a keepalive: a silently dead TCP connection would otherwise never notify again).
+        An answer clears ``failed``."""
         async with self._lock:
             await self._store._ping(self._conn, timeout_s)
+            if self.failed:
+                self.failed = False
+                self._trouble = anyio.Event()
 
     async def heartbeat(
         self, worker_id: str, ids: list[int], attempts: list[int], lease_s: float, timeout_s: float
-    ) -> dict[tuple[int, int], str | None]:
+    ) -> Beat:
         """:meth:`Store.heartbeat` on this connection, which claims and completions never
-        use: one of theirs waiting on a row lock cannot hold up the leases."""
-        async with self._lock:
-            try:
-                return await self._store.heartbeat(
-                    worker_id, ids, attempts, lease_s, conn=self._conn, timeout_s=timeout_s
-                )
-            except DatabaseError:
-                self.failed = True
-                raise
+        use: one of theirs waiting on a row lock cannot hold up the leases. Within
+        ``timeout_s`` in all, waiting for a ping to finish included."""
+        deadline = anyio.current_time() + timeout_s
+        try:
+            with anyio.fail_after(timeout_s):
+                await self._lock.acquire()
+        except TimeoutError as exc:
+            self._fail()
+            raise DatabaseError(
+                "heartbeat_listen", f"the connection was busy for {timeout_s:.2f} s"
+            ) from exc
+        try:
+            return await self._store.heartbeat(
+                worker_id,
+                ids,
+                attempts,
+                lease_s,
+                timeout_s=max(deadline - anyio.current_time(), 0.01),
+                conn=self._conn,
+                operation="heartbeat_listen",
+            )
+        except DatabaseError:
+            self._fail()
+            raise
+        finally:
+            self._lock.release()
+
+    def _fail(self) -> None:
+        self.failed = True
+        self._trouble.set()

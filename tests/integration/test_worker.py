@@ -302,7 +302,8 @@ async def test_late_write_after_lost_lease_changes_nothing(
     assert await store.complete("worker-a", [job_id], [first.attempt]) == set()
     assert await store.fail("worker-a", [job_id], [1], [0.0], ["late"], [True]) == {}
     assert await store.retry("worker-a", [job_id], [1]) == set()
-    assert await store.heartbeat("worker-a", [job_id], [1], 30) == {(job_id, 1): "running"}
+    beat = await store.heartbeat("worker-a", [job_id], [1], 30, timeout_s=5)
+    assert (beat.lost, beat.unknown) == ({(job_id, 1): "running"}, [])
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["worker_id"], row["try_count"]) == ("running", "worker-b", 2)
     assert await store.complete("worker-b", [job_id], [2]) == {job_id}

@@ -20,11 +20,15 @@ _SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 # "***ql". Ten characters or more is unlikely to be an ordinary word of an error message.
 MIN_BARE_PASSWORD_CHARS = 10
 # scheme://user:PASSWORD@ (to the last @ before the path: urlsplit's reading of a userinfo).
-_USERINFO_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/]*(?=@)")
+# The lookbehind starts a match only where a scheme can start: without it a long run of
+# letters is scanned once per letter (quadratic; seconds for a 100 KB exception message).
+_USERINFO_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/]*(?=@)"
+)
 # password=VALUE: a query string's (to the next &) and libpq's keyword form (quoted or not),
 # also PGPASSWORD=... and password="..." in a repr.
 _PASSWORD_VALUE = re.compile(
-    r"""(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s&'"]+)"""
+    r"""(?i)(password\s*=(?!=)\s*)('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s&'"]+)"""
 )
 
 

@@ -5,6 +5,7 @@ long enough that it cannot be an ordinary word. And DatabaseError survives pickl
 from __future__ import annotations
 
 import pickle
+import time
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -124,3 +125,12 @@ def test_database_error_pickles(cls: type[aqueue.DatabaseError]) -> None:
     assert str(copy) == str(error) == "claim: ConnectionError: gone"
     assert copy.operation == "claim"
     assert copy.extra == 3
+
+
+def test_redaction_is_linear_in_the_length_of_the_text() -> None:
+    # A handler's 200 KB exception message: a quadratic pattern took ~30 s here (the GIL
+    # held all along, so the heartbeat thread starved too). A loose bound: breakage only.
+    for text in ("a" * 200_000, "x://" * 50_000, "postgresql://u:" + "p" * 200_000):
+        started = time.perf_counter()
+        redact(text, "postgres")
+        assert time.perf_counter() - started < 1.0

@@ -133,7 +133,9 @@ def check_handler(handler: object) -> None:
             f"whose __call__ is one); got {handler!r}"
         )
     try:
-        signature = inspect.signature(handler)  # type: ignore[arg-type]
+        # The callable aqueue calls, not what a functools.wraps decorator wraps (a decorator
+        # may inject arguments the wrapped function needs).
+        signature = inspect.signature(handler, follow_wrapped=False)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"job handler {_describe(handler)}: no signature to check ({exc})"

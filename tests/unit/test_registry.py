@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -103,3 +104,20 @@ async def test_accepted_callables_run_when_called() -> None:
     await obj(Task(label="a"))
     await part(Task(label="b"))
     assert seen == ["a", "b!"]
+
+
+def test_a_decorator_that_injects_arguments_is_checked_as_called() -> None:
+    """functools.wraps sets __wrapped__; the signature that counts is the wrapper's, the
+    callable aqueue calls, not the wrapped function's (which takes what the decorator adds)."""
+
+    def with_db(handler: Callable[..., Awaitable[None]]) -> Callable[[Task], Awaitable[None]]:
+        @functools.wraps(handler)
+        async def wrapper(payload: Task) -> None:
+            await handler(payload, db="a connection")
+
+        return wrapper
+
+    @with_db
+    async def save(payload: Task, db: str) -> None: ...
+
+    assert new_app().job(payload=Task)(save).name == "save"

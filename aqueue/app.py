@@ -103,7 +103,9 @@ class App:
         self._worker_settings = dict(worker_settings)
         self.registry = Registry()
         self._store: Store | None = None
-        self._workers: set[Worker] = set()  # running now: close() stops them first
+        # Workers running now, each with an event set once it is done: close() stops them
+        # and waits for those events.
+        self._workers: dict[Worker, anyio.Event] = {}
         self._closed = False
 
     # -- job types ------------------------------------------------------------------------
@@ -461,22 +463,26 @@ class App:
 
     @contextlib.contextmanager
     def _running(self, worker: Worker) -> Any:
-        self._workers.add(worker)
+        done = self._workers[worker] = anyio.Event()
         try:
+            # close() may have run while this worker was made (its store is awaited first):
+            # then it must not start on a pool that close() released.
+            self._check_open()
             yield
         finally:
-            self._workers.discard(worker)
+            del self._workers[worker]
+            done.set()
 
     async def close(self) -> None:
         """Stop this app's running workers (gracefully: as :meth:`Worker.stop`, waiting for
         them), then release the database pool (never an engine passed in). The app is done
         after this: any further use raises :class:`AppClosedError`. Closing twice is fine."""
         self._closed = True
-        workers = list(self._workers)
-        for worker in workers:
+        workers = list(self._workers.items())
+        for worker, _ in workers:
             worker.stop()
-        for worker in workers:
-            await worker.wait_stopped()
+        for worker, done in workers:
+            await _first_of(worker.wait_stopped, done.wait)
         store, self._store = self._store, None
         if store is not None:
             await store.pool.close()
@@ -490,6 +496,19 @@ class App:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return when the first of ``waits`` returns. (close() waits for a worker to stop, or
+    for its start to have failed before it ran: whichever comes.)"""
+    async with anyio.create_task_group() as tg:
+
+        async def wait_then_stop(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        for wait in waits:
+            tg.start_soon(wait_then_stop, wait)
 
 
 async def _stop_on_signals(worker: Worker) -> None:

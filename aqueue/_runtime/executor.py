@@ -128,19 +128,16 @@ class Executor:
             # a failure like any other, or it would be handed back and claimed again at
             # once, over and over, never counting against max_tries.
             return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+        except GeneratorExit:
+            raise  # the coroutine is being closed: nothing runs any more
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt (or another BaseException) raised by the
             # handler's code: a real Ctrl-C reaches a worker as a signal, or as a
             # cancellation from asyncio's runner. Let it escape the task and asyncio
             # re-raises it out of the event loop: the worker dies, and so would every
             # worker that claims this job next.
-            log.error(
-                "fail: job %d (%s) raised %s; recorded as a failed attempt, the worker goes on",
-                job.id,
-                job.job_type,
-                type(exc).__name__,
-            )
-            return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+            info = format_failure(exc, redact=self._redact)
+            return self.failed(job, info, type(exc).__name__, level=logging.ERROR)
         if limit.cancel_called:
             # Past its deadline, even if the handler swallowed the cancellation and returned.
             info = (
@@ -150,13 +147,15 @@ class Executor:
             return self.failed(job, info, "TimeoutError")
         return Outcome(job, Verdict.COMPLETE)
 
-    def failed(self, job: ClaimedJob, info: str, error: str) -> Outcome:
+    def failed(
+        self, job: ClaimedJob, info: str, error: str, *, level: int = logging.INFO
+    ) -> Outcome:
         """A failed attempt; ``info`` is its failure_info, already redacted and bounded.
-        The last attempt's failure is a WARNING: with no logging configured at all, Python's
-        last-resort handler still shows it on stderr."""
+        Logged at ``level``; the last attempt's failure at WARNING at least: with no logging
+        configured at all, Python's last-resort handler still shows it on stderr."""
         final = job.attempt >= job.max_tries
         log.log(
-            logging.WARNING if final else logging.INFO,
+            max(level, logging.WARNING) if final else level,
             "fail: job %d (%s) attempt %d/%d raised %s%s",
             job.id,
             job.job_type,

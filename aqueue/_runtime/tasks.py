@@ -1,21 +1,22 @@
 """The worker's job tasks. Like ``asyncio.TaskGroup`` (one task per attempt, every one
-awaited before the worker ends, an error escaping one is raised by :meth:`JobTasks.wait`), but
-its final wait is bounded: a handler that ignores cancellation is left behind, named, instead
-of holding the worker forever."""
+awaited before the worker ends), but its final wait is bounded: a handler that ignores
+cancellation is left behind, named, instead of holding the worker forever."""
 
 from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
 class JobTasks:
-    def __init__(self) -> None:
+    def __init__(self, *, on_error: Callable[[BaseException], None]) -> None:
+        """``on_error`` is told at once of an error escaping a task (a bug: job tasks catch
+        whatever their handler raises); :meth:`wait` raises the first one again at the end."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._errors: list[BaseException] = []
-        self._all_done: asyncio.Event | None = None
+        self._on_error = on_error
+        self._error: BaseException | None = None
 
     def start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -25,34 +26,26 @@ class JobTasks:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._errors.append(task.exception())  # type: ignore[arg-type]
-        if not self._tasks and self._all_done is not None:
-            self._all_done.set()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._error = self._error or error
+            self._on_error(error)
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    async def wait(self, timeout_s: float | None) -> list[asyncio.Task[None]]:
+    async def wait(self, timeout_s: float) -> set[asyncio.Task[None]]:
         """Wait until every task has ended, or ``timeout_s``; return the tasks still
         running (no longer tracked: the caller reports them). Raises the first error that
-        escaped a task (a bug: job tasks catch everything their handler raises)."""
+        escaped a task."""
+        left: set[asyncio.Task[None]] = set()
         if self._tasks:
-            self._all_done = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._all_done.wait(), timeout_s)
-            except TimeoutError:
-                pass
-            finally:
-                self._all_done = None
-        left, self._tasks = list(self._tasks), set()
-        if self._errors:
-            raise self._errors[0]
+            _, left = await asyncio.wait(self._tasks, timeout=timeout_s)
+            self._tasks -= left
+        if self._error is not None:
+            raise self._error
         return left
 
 
-def innermost_frames(task: asyncio.Task[Any]) -> list[types.FrameType]:
-    """The frames of ``task``'s coroutine chain, outermost first (where it is suspended)."""
+def coroutine_frames(task: asyncio.Task[Any]) -> list[types.FrameType]:
+    """The frames of ``task``'s coroutine chain where it is suspended, outermost first."""
     frames: list[types.FrameType] = []
     awaited: Any = task.get_coro()
     while awaited is not None:
@@ -62,3 +55,12 @@ def innermost_frames(task: asyncio.Task[Any]) -> list[types.FrameType]:
         frames.append(frame)
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     return frames
+
+
+def thread_frames(frame: types.FrameType | None) -> list[types.FrameType]:
+    """The frames of a thread's stack from ``frame`` (its innermost) out, outermost first."""
+    frames: list[types.FrameType] = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames[::-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -25,7 +26,7 @@ from .logs import Throttled
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .scheduler import Scheduler
-from .tasks import JobTasks, innermost_frames
+from .tasks import JobTasks, coroutine_frames, thread_frames
 
 log = logging.getLogger("aqueue.worker")
 
@@ -43,6 +44,10 @@ def _handler_names(registry: Registry) -> dict[types.CodeType, str]:
         if isinstance(code, types.CodeType):
             names[code] = job_type.name
     return names
+
+
+def _at(frame: types.FrameType) -> str:
+    return f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
 
 
 def new_worker_id() -> str:
@@ -102,6 +107,7 @@ class _Running:
     scope: anyio.CancelScope
     cancel_reason: str | None = None
     task: asyncio.Task[None] | None = None
+    after: asyncio.Task[None] | None = None  # an earlier attempt's task, to end first
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
@@ -150,7 +156,7 @@ class Worker:
             ),
             0,
         )
-        self._jobs = JobTasks()
+        self._jobs = JobTasks(on_error=self._job_task_failed)
         # One throttle for every service: an outage is logged about once a second in all.
         self._outage_log = Throttled(log)
         self._executor = Executor(registry, self.worker_id, redact=store.redact)
@@ -193,7 +199,7 @@ class Worker:
             self.worker_id,
             settings.maintenance_interval_s,
             settings.lease_s,
-            lambda: [job_id for job_id, _ in self._running],
+            self._live_job_ids,
             self._rescued,
             self._outage_log,
             job_types=registry.names(),
@@ -342,16 +348,16 @@ class Worker:
         for entry in list(self._running.values()):
             if entry.cancel_reason is None:
                 entry.cancel(SHUTDOWN)
-        for task in await self._jobs.wait(self.settings.cancel_grace_s):
-            for entry in list(self._running.values()):
-                if entry.task is task:
-                    self._abandon(entry, task)
+        left = await self._jobs.wait(self.settings.cancel_grace_s)
+        for entry in list(self._running.values()):
+            if entry.task in left:
+                self._abandon(entry, entry.task)
 
-    def _abandon(self, entry: _Running, task: asyncio.Task[None]) -> None:
+    def _abandon(self, entry: _Running, task: asyncio.Task[None] | None) -> None:
         job = entry.job
         del self._running[(job.id, job.attempt)]
         self._counts["abandoned"] += 1
-        where = self._describe_task(task)
+        where = "unknown code" if task is None else self._describe(coroutine_frames(task))
         log.error(
             "stop: job %d (%s) attempt %d ignored its cancellation for %.1f s; left running "
             "and recorded as a failed attempt: %s",
@@ -376,11 +382,14 @@ class Worker:
         return self.settings.concurrency - len(self._running)
 
     def _start_job(self, job: ClaimedJob) -> None:
+        entry = _Running(job, anyio.CancelScope())
         earlier = self._latest.get(job.id)
         if earlier is not None:
             # Rescued from here while still running, and claimed here again: that attempt
-            # lost its lease, whatever its heartbeat has not noticed yet. Cancel it first.
+            # lost its lease, whatever its heartbeat has not noticed yet. Cancel it, and
+            # start the new one once it has ended.
             old = self._running[(job.id, earlier)]
+            entry.after = old.task
             if old.cancel_reason is None:
                 log.warning(
                     "claim: job %d was claimed again (attempt %d) while its attempt %d still "
@@ -391,7 +400,6 @@ class Worker:
                 )
                 old.cancel(SUPERSEDED)
                 self._counts["stale"] += 1
-        entry = _Running(job, anyio.CancelScope())
         self._running[(job.id, job.attempt)] = entry
         self._latest[job.id] = job.attempt
         entry.task = self._jobs.start(self._run_job(entry), name=f"aqueue job {job.id}")
@@ -400,7 +408,18 @@ class Worker:
         outcome: Outcome | None = None
         try:
             with entry.scope:
-                outcome = await self._executor.execute(entry.job)
+                if entry.after is None or await self._ended(entry.after):
+                    outcome = await self._executor.execute(entry.job)
+                else:
+                    outcome = self._executor.failed(
+                        entry.job,
+                        f"EarlierAttemptStillRunning: attempt {entry.job.attempt} of job "
+                        f"{entry.job.id} was claimed on worker {self.worker_id}, where an "
+                        f"earlier attempt still ran {self.settings.cancel_grace_s:g} s after "
+                        "it was cancelled (its handler ignores cancellation); this attempt "
+                        "did not start",
+                        "EarlierAttemptStillRunning",
+                    )
         except BaseException:
             # The task itself was cancelled (its event loop is closing): hand the job back
             # rather than leave it to wait for its lease to expire.
@@ -408,6 +427,21 @@ class Worker:
             raise
         finally:
             self._finished(entry, outcome)
+
+    async def _ended(self, task: asyncio.Task[None]) -> bool:
+        """Whether ``task`` ends within ``cancel_grace_s``."""
+        done, _ = await asyncio.wait({task}, timeout=self.settings.cancel_grace_s)
+        return bool(done)
+
+    def _job_task_failed(self, error: BaseException) -> None:
+        # A bug: job tasks catch whatever their handler raises. Stop rather than run on
+        # with bookkeeping that may no longer match the table.
+        log.critical("a job task failed; stopping the worker", exc_info=error)
+        self.stop()
+
+    def _live_job_ids(self) -> list[int]:
+        """Jobs whose running attempt here still holds its lease (for rescue to spare)."""
+        return [job_id for (job_id, _), e in self._running.items() if e.cancel_reason is None]
 
     def _finished(self, entry: _Running, outcome: Outcome | None) -> None:
         job = entry.job
@@ -458,38 +492,30 @@ class Worker:
                 self._counts["stale"] += 1
 
     def _describe_loop(self, frame: types.FrameType | None) -> str:
-        """Where the (blocked) event loop is, from the heartbeat thread: the handler and its
-        running jobs when a handler is on the stack, else the innermost frame."""
-        where = "unknown code"
-        if frame is not None:
-            code = frame.f_code
-            where = f"{code.co_name} ({code.co_filename}:{frame.f_lineno})"
-        while frame is not None:
-            caller = frame.f_back
-            # The frame Executor.execute awaits is the handler's, whatever decorates it.
-            if caller is not None and caller.f_code is _EXECUTE_CODE:
-                name = self._handler_names.get(frame.f_code, frame.f_code.co_qualname)
+        """Where the (blocked) event loop is, from the heartbeat thread: the handler, its
+        running jobs and its line when a handler is on the stack, else the innermost frame."""
+        return self._describe(thread_frames(frame), with_jobs=True)
+
+    def _describe(self, frames: list[types.FrameType], *, with_jobs: bool = False) -> str:
+        """Where code is, from its frames (outermost first): the handler (the frame
+        Executor.execute awaits, whatever decorates it) at its line, then the innermost
+        line; else the innermost frame alone."""
+        if not frames:
+            return "unknown code"
+        inner = frames[-1]
+        for outer, handler in itertools.pairwise(frames):
+            if outer.f_code is not _EXECUTE_CODE:
+                continue
+            name = self._handler_names.get(handler.f_code, handler.f_code.co_qualname)
+            text = f"handler {name!r}"
+            if with_jobs:
                 ids = sorted(
                     e.job.id for e in self._running.copy().values() if e.job.job_type == name
                 )
-                return f"handler {name!r} (running job(s) {ids[:10]}) at {where}"
-            frame = caller
-        return where
-
-    def _describe_task(self, task: asyncio.Task[None]) -> str:
-        """Where a job task is suspended: the handler's line, then the innermost one."""
-        frames = innermost_frames(task)
-        for i, frame in enumerate(frames[:-1]):
-            if frame.f_code is _EXECUTE_CODE:
-                handler = frames[i + 1]
-                inner = frames[-1]
-                text = f"{handler.f_code.co_qualname} ({handler.f_code.co_filename}:"
-                text += f"{handler.f_lineno})"
-                if inner is not handler:
-                    text += f", in {inner.f_code.co_name} ({inner.f_code.co_filename}:"
-                    text += f"{inner.f_lineno})"
-                return text
-        return "unknown code"
+                text += f" (running job(s) {ids[:10]})"
+            text += f" at {_at(handler)}"
+            return text if inner is handler else f"{text}, in {_at(inner)}"
+        return _at(inner)
 
     def _persisted(self, counts: dict[str, int]) -> None:
         for key, value in counts.items():

@@ -9,6 +9,7 @@ import logging
 import time
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
@@ -157,16 +158,22 @@ async def test_a_job_claimed_again_while_its_old_attempt_runs_here_cancels_that_
 ) -> None:
     attempts: list[int] = []
     cancelled: list[int] = []
+    events: list[str] = []
 
     @app.job(payload=Task)
     async def lingering(payload: Task) -> None:
         attempt = aqueue.current_job().attempt
         attempts.append(attempt)
+        if payload.n == 0:
+            events.append(f"start {attempt}")
         if payload.n == 0 and attempt == 1:
             try:
                 await anyio.sleep_forever()
             except anyio.get_cancelled_exc_class():
                 cancelled.append(attempt)
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.3)  # cleanup that takes a while
+                events.append("end 1")
                 raise
 
     job_id = await app.enqueue(lingering, Task())
@@ -188,6 +195,8 @@ async def test_a_job_claimed_again_while_its_old_attempt_runs_here_cancels_that_
     assert (row["state"], row["try_count"]) == ("completed", 2)
     assert sorted(attempts) == [1, 1, 2]  # the other job's first attempt, and this one's two
     assert cancelled == [1]
+    # The new attempt started only once the old one had ended: never both at once.
+    assert events == ["start 1", "end 1", "start 2"]
 
 
 async def test_stop_is_idempotent_and_the_hard_stop_is_explicit(
@@ -242,6 +251,27 @@ async def test_close_stops_the_apps_workers_and_the_app_refuses_use_after(
             pass
     await app.close()  # closing again is harmless
     assert await pg.fetchval(f"SELECT count(*) FROM {schema}.background_jobs") == 1
+
+
+async def test_a_worker_starting_while_the_app_closes_does_not_start(
+    app: aqueue.App,
+) -> None:
+    @app.job(payload=Task)
+    async def nothing(payload: Task) -> None: ...
+
+    started: list[aqueue.Worker] = []
+
+    async def start_worker() -> None:
+        with pytest.raises(aqueue.AppClosedError):
+            async with app.worker() as worker:
+                started.append(worker)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start_worker)
+            await anyio.lowlevel.checkpoint()  # it is checking the schema: close meanwhile
+            await app.close()
+    assert started == []
 
 
 async def test_a_handler_ignoring_cancellation_does_not_hold_the_worker(

@@ -18,6 +18,7 @@ import aqueue
 from tests.payloads_pb2 import Task
 
 DEAD_HOST = "127.0.0.1:1"  # nothing listens on port 1: refused at once
+DEAD_SOCKET_DIR = "/nonexistent-aqueue-socket-dir"
 
 
 def _userinfo(dsn: str) -> tuple[str, str]:
@@ -29,20 +30,35 @@ def _userinfo(dsn: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-def multi_host_dsn(dsn: str) -> str:
+async def multi_host_dsn(dsn: str, pg: asyncpg.Connection) -> str:
     url = make_url(dsn)
     userinfo, database = _userinfo(dsn)
-    live = f"{url.host or 'localhost'}:{url.port or 5432}"
-    return f"postgresql://{userinfo}@{DEAD_HOST},{live}/{database}?target_session_attrs=read-write"
+    if url.host:
+        live = f"{url.host}:{url.port or 5432}"
+        return (
+            f"postgresql://{userinfo}@{DEAD_HOST},{live}/{database}?target_session_attrs=read-write"
+        )
+    # A server on Unix sockets only (the embedded one): libpq's query-string form of the
+    # same, a socket directory where nothing listens first.
+    directory = (await _socket_directories(pg))[0]
+    port = await pg.fetchval("SHOW port")
+    return (
+        f"postgresql://{userinfo}@/{database}?host={DEAD_SOCKET_DIR},{quote(directory, safe='/')}"
+        f"&port={port},{port}&target_session_attrs=read-write"
+    )
 
 
-@pytest.fixture
-async def unix_socket_dsn(dsn: str, pg: asyncpg.Connection) -> str:
-    directories = [
+async def _socket_directories(pg: asyncpg.Connection) -> list[str]:
+    return [
         d.strip()
         for d in str(await pg.fetchval("SHOW unix_socket_directories")).split(",")
         if d.strip() and not d.strip().startswith("@")  # "@...": Linux's abstract namespace
     ]
+
+
+@pytest.fixture
+async def unix_socket_dsn(dsn: str, pg: asyncpg.Connection) -> str:
+    directories = await _socket_directories(pg)
     if not directories:
         pytest.skip("the test server listens on no Unix socket (unix_socket_directories is empty)")
     port = await pg.fetchval("SHOW port")
@@ -103,8 +119,10 @@ async def _everything_connects(
 async def test_a_multi_host_dsn_with_a_dead_first_host(
     multi_host_dsn: str, schema: str, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await _everything_connects(multi_host_dsn, schema, pg, caplog, over_socket=False)
-    assert any(DEAD_HOST in r.getMessage() for r in caplog.records)  # the log line names both
+    over_socket = DEAD_SOCKET_DIR in multi_host_dsn  # a server without TCP (embedded)
+    await _everything_connects(multi_host_dsn, schema, pg, caplog, over_socket=over_socket)
+    dead = DEAD_SOCKET_DIR if over_socket else DEAD_HOST
+    assert any(dead in r.getMessage() for r in caplog.records)  # the log line names both
 
 
 async def test_a_unix_socket_dsn(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.lowlevel
@@ -116,8 +117,8 @@ async def test_a_failure_the_database_refuses_is_split_off_and_stored_in_ascii(
         "TEMPLATE template0"
     )
     try:
-        base = sqlalchemy_dsn(dsn, driver=None)
-        latin1_dsn = base.rsplit("/", 1)[0] + f"/{database}"
+        base = urlsplit(sqlalchemy_dsn(dsn, driver=None))
+        latin1_dsn = urlunsplit(base._replace(path=f"/{database}"))
         release = anyio.Event()
         async with aqueue.App(latin1_dsn, poll_interval_s=2.0) as latin1:
 

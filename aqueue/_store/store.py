@@ -51,13 +51,7 @@ def is_data_error(exc: DatabaseError) -> bool:
     """Whether the server refused the statement for its data (SQLSTATE class 22: a
     character the database cannot store, a value out of range). Running it again as it is
     fails the same way."""
-    cause: BaseException | None = exc.__cause__
-    while cause is not None:
-        sqlstate = getattr(cause, "sqlstate", None)
-        if isinstance(sqlstate, str):
-            return sqlstate.startswith("22")
-        cause = cause.__cause__
-    return False
+    return (_sqlstate(exc.__cause__) or "").startswith("22")
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
@@ -152,6 +146,9 @@ class Store:
         if self._worker_slots is None or self._worker_slots[0] is not loop:
             self._worker_slots = (loop, anyio.CapacityLimiter(WORKER_CONNECTIONS))
         slots = self._worker_slots[1]
+        if timeout_s is None:  # the hot path (claims, completions): no cancel scope
+            async with slots:
+                return await self._fetch_pooled(name, args, timeout_s)
         try:
             with anyio.fail_after(timeout_s):
                 await slots.acquire()

@@ -243,6 +243,23 @@ async def test_payloads_over_max_payload_bytes_are_refused_before_any_sql(
         aqueue.App(dsn, max_payload_bytes=0)
 
 
+async def failure_info_quoting(dsn: str, schema: str, pg: asyncpg.Connection) -> str:
+    """The failure_info of a job whose handler (max_tries 1) raised an error quoting ``dsn``,
+    run by an App on that DSN."""
+    async with aqueue.App(dsn, schema=schema) as app:
+        await app.migrate()
+
+        @app.job(payload=Task, max_tries=1)
+        async def leaky(payload: Task) -> None:
+            raise RuntimeError(f"could not reach {dsn}")
+
+        job_id = await app.enqueue(leaky, Task())
+        assert await app.drain() == 1
+    row = await state_of(pg, schema, job_id)
+    assert row["state"] == "failed"
+    return str(row["failure_info"])
+
+
 async def test_the_dsn_password_never_reaches_failure_info(
     dsn: str, schema: str, pg: asyncpg.Connection
 ) -> None:
@@ -251,19 +268,10 @@ async def test_the_dsn_password_never_reaches_failure_info(
     # fault suite checks a role that needs it.
     url = make_url(sqlalchemy_dsn(dsn)).set(password=canary).render_as_string(False)
     assert canary in url
-    async with aqueue.App(url, schema=schema) as app:
-        await app.migrate()
-
-        @app.job(payload=Task, max_tries=1)
-        async def leaky(payload: Task) -> None:
-            raise RuntimeError(f"could not reach {url}")
-
-        job_id = await app.enqueue(leaky, Task())
-        assert await app.drain() == 1
-    row = await state_of(pg, schema, job_id)
-    assert "could not reach" in row["failure_info"]
-    assert canary not in row["failure_info"]
-    assert ":***@" in row["failure_info"]
+    info = await failure_info_quoting(url, schema, pg)
+    assert "could not reach" in info
+    assert canary not in info
+    assert ":***@" in info
 
 
 async def test_heartbeat_thread_is_joined_when_the_worker_stops(app: aqueue.App) -> None:

@@ -53,6 +53,16 @@ _SETTINGS = (
         "loop_block_limit_s",
         "a loop blocked longer stops heartbeating, so its jobs get rescued (default 600)",
     ),
+    (
+        "--retention-s",
+        "retention_s",
+        "seconds completed and cancelled jobs are kept (default 86400)",
+    ),
+    (
+        "--failed-retention-s",
+        "failed_retention_s",
+        "seconds failed jobs are kept (default 1209600)",
+    ),
 )
 
 

@@ -27,6 +27,8 @@ FAILURE_INFO_MAX_CHARS = 64 * 1024
 MAX_PAYLOAD_BYTES_DEFAULT = 1024 * 1024
 LOOP_BLOCK_LIMIT_S_DEFAULT = 600.0
 CANCEL_GRACE_S_DEFAULT = 5.0
+RETENTION_S_DEFAULT = 24 * 3600.0
+FAILED_RETENTION_S_DEFAULT = 14 * 24 * 3600.0
 
 # A schema is spliced into SQL text, so only a plain lower-case identifier is accepted.
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -74,6 +76,9 @@ class WorkerSettings:
     - ``loop_block_limit_s``: heartbeats run in a thread of their own, so a handler that
       blocks the event loop keeps its lease; but a loop blocked longer than this (default
       10 min) is taken for hung: heartbeats stop, and its jobs get rescued.
+    - ``retention_s``: how long completed and cancelled jobs are kept (default 1 day; they
+      are removed up to a sixth of it later, a whole partition at a time).
+    - ``failed_retention_s``: how long failed jobs are kept (default 14 days).
     """
 
     concurrency: int = CONCURRENCY_DEFAULT
@@ -85,6 +90,8 @@ class WorkerSettings:
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S_DEFAULT
     loop_block_limit_s: float = LOOP_BLOCK_LIMIT_S_DEFAULT
     cancel_grace_s: float = CANCEL_GRACE_S_DEFAULT
+    retention_s: float = RETENTION_S_DEFAULT
+    failed_retention_s: float = FAILED_RETENTION_S_DEFAULT
 
     @classmethod
     def resolve(
@@ -125,6 +132,8 @@ class WorkerSettings:
             "maintenance_interval_s",
             "loop_block_limit_s",
             "cancel_grace_s",
+            "retention_s",
+            "failed_retention_s",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -114,9 +114,7 @@ class Heartbeat:
                 self._poked = anyio.Event()
                 await anyio.sleep(max(0.0, last_beat + POKE_MIN_INTERVAL_S - self._clock()))
             last_beat = self._clock()
-            held = self._held()
-            if not held:
-                continue
+            held = self._held()  # beats go on when idle: they renew the worker's lease
             ids, attempts = [h[0] for h in held], [h[1] for h in held]
             try:
                 beat = await self._beat_once(ids, attempts)
@@ -236,9 +234,7 @@ class Heartbeat:
                 if now < next_beat:
                     continue
                 next_beat = now + self._interval_s
-                held = self._held()
-                if held:
-                    conn = await self._beat(conn, held, loop)
+                conn = await self._beat(conn, self._held(), loop)
         finally:
             if conn is not None:
                 conn.terminate()

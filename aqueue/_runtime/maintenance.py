@@ -15,15 +15,15 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from .._store.store import Store
+from ..config import FAILED_RETENTION_S_DEFAULT, RETENTION_S_DEFAULT
 from ..errors import DatabaseError
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
 
-# A worker's row counts this long after its last renewal (at least; six maintenance
-# intervals when longer), renewed every third of it: a killed worker's job types count as
-# served for at most that long.
-WORKER_TTL_MIN_S = 60.0
+# How often a worker writes its workers row again (job types and queues; heartbeats renew its
+# lease, and a claim registers the worker again if a rescue removed the row).
+REGISTER_INTERVAL_S = 600.0
 UNSERVED_INTERVAL_S = 60.0  # how often the unserved jobs are counted (and logged) at most
 UNSERVED_MAX_ROWS = 10_000  # due jobs looked at, longest waiting first
 UNSERVED_TIMEOUT_S = 2.0  # the count gives up rather than weigh on a busy database
@@ -38,20 +38,20 @@ class Maintenance:
         worker_id: str,
         interval_s: float,
         lease_s: float,
-        running: Callable[[], list[int]],
         on_rescued: Callable[[dict[int, str]], None],
         outage_log: Throttled,
         clock: Callable[[], float] = time.monotonic,
         *,
         job_types: Sequence[str],
         queues: Sequence[str] | None,
+        retention_s: float = RETENTION_S_DEFAULT,
+        failed_retention_s: float = FAILED_RETENTION_S_DEFAULT,
         unserved_interval_s: float = UNSERVED_INTERVAL_S,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._interval_s = interval_s
         self._lease_s = lease_s
-        self._running = running
         self._on_rescued = on_rescued
         self._throttled = outage_log
         self._clock = clock
@@ -59,10 +59,12 @@ class Maintenance:
         self._grace_until = -float("inf")
         self._job_types = list(job_types)
         self._queues = None if queues is None else list(queues)
-        self._ttl_s = max(WORKER_TTL_MIN_S, 6 * interval_s)
+        self._ttl_s = lease_s  # a new row's lease; heartbeats renew it
         self._seen_due = -float("inf")  # when the workers row is next renewed (local clock)
         self._registered = False
         self._unserved_interval_s = unserved_interval_s
+        self._retention_s = {"done": retention_s, "failed": failed_retention_s}
+        self.pruned = 0  # finished jobs removed by retention (an estimate)
         self._unserved_due: float | None = None  # when the unserved jobs are next counted
 
     async def run(self) -> None:
@@ -105,10 +107,10 @@ class Maintenance:
                     self._worker_id, self._job_types, self._queues, self._ttl_s
                 )
                 self._registered = True
-                self._seen_due = self._clock() + self._ttl_s / 3
+                self._seen_due = self._clock() + REGISTER_INTERVAL_S
             if self._clock() < self._grace_until:
                 return
-            rescued = await self._store.rescue(self._worker_id, self._running())
+            rescued = await self._store.rescue(self._worker_id)
         except DatabaseError as exc:
             self._outage = True
             self._seen_due = -float("inf")  # its row may have expired meanwhile: renew first
@@ -122,7 +124,21 @@ class Maintenance:
                 sorted(rescued)[:20],
             )
             self._on_rescued(rescued)
+        await self._prune()
         await self._count_unserved()
+
+    async def _prune(self) -> None:
+        """Retention: move each ring of finished jobs on when its time has come. Every worker
+        asks; one at a time does it, and a call with nothing due changes nothing."""
+        for ring, retention_s in self._retention_s.items():
+            try:
+                removed = await self._store.prune(ring, retention_s)
+            except DatabaseError as exc:
+                self._throttled.warning("%s", exc)
+                return
+            if removed:
+                self.pruned += removed
+                log.info("prune: removed about %d %s job(s) past retention", removed, ring)
 
     async def _count_unserved(self) -> None:
         """At most once per ``unserved_interval_s``, warn about due jobs that no live worker

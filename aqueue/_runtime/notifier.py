@@ -29,6 +29,9 @@ class Notifier:
         on_cancel_hint: Callable[[int], None],
         outage_log: Throttled,
         keepalive_s: float,
+        *,
+        on_ready: Callable[[int, int], None] = lambda lane, seq: None,
+        on_gap: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._queues = None if queues is None else frozenset(queues)
@@ -36,6 +39,8 @@ class Notifier:
         self._on_cancel_hint = on_cancel_hint
         self._throttled = outage_log
         self._keepalive_s = keepalive_s
+        self._on_ready = on_ready
+        self._on_gap = on_gap
         self.notifications = 0
         self.listening = False
         self.current: Listening | None = None  # the LISTEN connection, while it is up
@@ -43,13 +48,20 @@ class Notifier:
     def _on_notify(self, payload: str) -> None:
         self.notifications += 1
         # Notifications are hints, and anyone who can connect can send one: the payload names
-        # the queue that got jobs, or ('!cancel <id>') a job someone cancelled. One for another
-        # queue, or garbage, is ignored; the table decides what is claimed or cancelled.
+        # the queue that got jobs ('<queue>', or '<queue> <lane> <seq>' for due jobs: the
+        # lowest seq committed in that lane), or ('!cancel <id>') a job someone cancelled.
+        # One for another queue, or garbage, is ignored; the tables decide what is claimed or
+        # cancelled (a forged lane hint costs one claim a longer read, nothing else).
         if payload.startswith(CANCEL_PREFIX):
             job_id = payload[len(CANCEL_PREFIX) :]
-            if job_id.isascii() and job_id.isdigit() and len(job_id) < 20:
+            if _is_id(job_id):
                 self._on_cancel_hint(int(job_id))
-        elif self._queues is None or payload in self._queues:
+            return
+        queue, _, hint = payload.partition(" ")
+        lane, _, seq = hint.partition(" ")
+        if _is_id(lane) and _is_id(seq):
+            self._on_ready(int(lane), int(seq))
+        if self._queues is None or queue in self._queues:
             self._wake()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -65,7 +77,9 @@ class Notifier:
                     backoff = 0.1
                     if started:
                         log.info("listen: reconnected")
-                        self._wake()  # notifications sent while we were away are gone
+                        # Notifications sent while we were away are gone: look at everything.
+                        self._on_gap()
+                        self._wake()
                     else:
                         started = True
                         task_status.started()
@@ -96,3 +110,7 @@ class Notifier:
                 await listening.ping(PING_TIMEOUT_S)
             except DatabaseError as exc:
                 raise DatabaseError("listen", f"keepalive failed: {exc}") from exc
+
+
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 0 < len(text) < 20

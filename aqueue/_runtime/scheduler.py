@@ -4,7 +4,9 @@ poll, whichever comes first."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -14,6 +16,7 @@ from .._store.store import Claim, Store
 from ..config import WorkerSettings
 from ..errors import DatabaseError
 from .completer import Completer
+from .cursors import Cursors
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
@@ -21,6 +24,16 @@ log = logging.getLogger("aqueue.worker")
 # When jobs are due but another worker holds their row locks (SKIP LOCKED skipped them), look
 # again soon, backing off while that lasts.
 LOCKED_RETRY_MIN_S = 0.02
+# Every so often a claim reads every lane from its start and every delayed job, whatever the
+# cursors say: a row a rolled-back claimer had locked, or one a long transaction committed
+# behind the promotion's window, waits at most this long.
+SWEEP_INTERVAL_S = 30.0
+# Delayed jobs due up to this long before the last claim are looked at again: a transaction
+# that enqueued a job due soon may commit a little after its due time.
+PROMOTE_OVERLAP = dt.timedelta(seconds=10)
+# Claims whose reply was lost, handed back by the next claim; beyond these (a long outage),
+# the worker's lease runs out and a rescue returns their jobs.
+LOST_CLAIMS_MAX = 64
 ERROR_BACKOFF_MAX_S = 2.0
 
 
@@ -52,6 +65,11 @@ class Scheduler:
         self._stopping = False
         self._throttled = outage_log
         self._locked_wait = LOCKED_RETRY_MIN_S
+        self.cursors = Cursors()
+        self._claim_no = 0
+        self._lost_claims: list[int] = []
+        self._db_now: dt.datetime | None = None  # the database clock at the last claim
+        self._sweep_due = 0.0  # monotonic time of the next full sweep
         self.claims = 0
         self.claimed = 0
         self.sleeping = False  # waiting with nothing due that it could take
@@ -83,7 +101,7 @@ class Scheduler:
                     self.claimed += len(jobs)
                     for job in jobs:
                         self._start_job(job)
-                    if len(jobs) == free:
+                    if len(jobs) == free or claim.promoted:
                         continue  # maybe more are due: claim again if slots are left
                     if self._exit_when_idle:
                         if not jobs and free == settings.concurrency:
@@ -108,7 +126,17 @@ class Scheduler:
 
     async def _claim(self, free: int) -> Claim:
         """Claim up to ``free`` jobs, writing the completions that are waiting on the way."""
+        now = time.monotonic()
+        if now >= self._sweep_due or self._db_now is None:
+            self._sweep_due = now + SWEEP_INTERVAL_S
+            self.cursors.reset()
+            promote_since = None
+        else:
+            promote_since = self._db_now - PROMOTE_OVERLAP
         done = self._completer.take_completions()
+        self._claim_no += 1
+        claim_no = self._claim_no
+        cursors = self.cursors.claim_sent()
         try:
             claim = await self._store.claim(
                 free,
@@ -118,10 +146,20 @@ class Scheduler:
                 self._settings.lease_s,
                 [o.job.id for o in done],
                 [o.job.attempt for o in done],
+                claim_no=claim_no,
+                cursors=cursors,
+                promote_since=promote_since,
+                lost_claims=self._lost_claims,
             )
         except BaseException:
+            self.cursors.claim_done(None)
             self._completer.give_back(done)  # maybe written: the completer's write is guarded
+            # Maybe committed, its reply lost: the next claim hands its jobs back.
+            self._lost_claims = [*self._lost_claims, claim_no][-LOST_CLAIMS_MAX:]
             raise
+        self._lost_claims = []
+        self.cursors.claim_done(claim.cursors)
+        self._db_now = claim.db_now
         self._completer.completions_written(done, claim.completed)
         return claim
 

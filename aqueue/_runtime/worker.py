@@ -181,6 +181,8 @@ class Worker:
             self._cancel_hint,
             self._outage_log,
             keepalive_s=settings.poll_interval_s,
+            on_ready=self._scheduler.cursors.notified,
+            on_gap=self._scheduler.cursors.reset,
         )
         self._heartbeat = Heartbeat(
             store,
@@ -199,11 +201,12 @@ class Worker:
             self.worker_id,
             settings.maintenance_interval_s,
             settings.lease_s,
-            self._live_job_ids,
             self._rescued,
             self._outage_log,
             job_types=registry.names(),
             queues=settings.queues,
+            retention_s=settings.retention_s,
+            failed_retention_s=settings.failed_retention_s,
         )
 
     # -- public ---------------------------------------------------------------------------
@@ -438,10 +441,6 @@ class Worker:
         # with bookkeeping that may no longer match the table.
         log.critical("a job task failed; stopping the worker", exc_info=error)
         self.stop()
-
-    def _live_job_ids(self) -> list[int]:
-        """Jobs whose running attempt here still holds its lease (for rescue to spare)."""
-        return [job_id for (job_id, _), e in self._running.items() if e.cancel_reason is None]
 
     def _finished(self, entry: _Running, outcome: Outcome | None) -> None:
         job = entry.job

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from .connections import fetch_column_on
 from .dsn import redact
 from .pool import BROKEN, Pool
 from .records import ClaimedJob, NewJobs
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 log = logging.getLogger("aqueue.store")
 
@@ -212,9 +215,18 @@ class Store:
         lease_s: float,
         complete_ids: Sequence[int] = (),
         complete_attempts: Sequence[int] = (),
+        *,
+        claim_no: int = 0,
+        cursors: Mapping[int, int] | None = None,
+        promote_since: dt.datetime | None = None,
+        lost_claims: Sequence[int] = (),
     ) -> Claim:
         """Claim up to ``limit`` due jobs, completing the attempts given in the same
-        statement (see claim.sql)."""
+        statement (see claim.sql). ``cursors`` maps lane ids to the seq each lane is known
+        to be read to (``None``: read every lane from its start); ``promote_since`` bounds
+        which delayed jobs are looked at (``None``: all); ``lost_claims`` are earlier claim
+        numbers of this worker whose reply was lost: their jobs go back first."""
+        lanes = list(cursors) if cursors else []
         rows = await self._fetch(
             "claim",
             limit,
@@ -224,13 +236,29 @@ class Store:
             lease_s,
             list(complete_ids),
             list(complete_attempts),
+            claim_no,
+            lanes,
+            [cursors[lane] for lane in lanes] if cursors else [],
+            promote_since,
+            list(lost_claims),
         )
-        jobs = [ClaimedJob(*row[:8]) for row in rows if row[0] is not None]
+        jobs: list[ClaimedJob] = []
+        moved: dict[int, int] = {}
+        summary = None
+        for row in rows:
+            kind = row[0]
+            if kind == "j":
+                jobs.append(ClaimedJob(*row[1:9]))
+            elif kind == "c":
+                moved[row[9]] = row[10]
+            else:
+                summary = row
+        assert summary is not None  # the claim function always ends with one
         if len(jobs) > 1:
-            # UPDATE ... RETURNING has no order; start them in claim order.
-            jobs.sort(key=lambda j: (-j.priority, j.next_attempt_after, j.id))
-        first = rows[0]
-        return Claim(jobs, first[8], set(first[9]))
+            # INSERT ... RETURNING has no order; start them in claim order.
+            jobs.sort(key=lambda j: (-j.priority, j.id))
+        db_now = EPOCH + dt.timedelta(microseconds=summary[10])
+        return Claim(jobs, summary[11], set(summary[12]), moved, summary[6], db_now)
 
     async def complete(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
         rows = await self._fetch("complete", ids, attempts, worker_id)
@@ -300,11 +328,19 @@ class Store:
         rows = await self._fetch("cancel", job_id)
         return str(rows[0][0]) if rows else None
 
-    async def rescue(self, worker_id: str, running: list[int]) -> dict[int, str]:
-        """Return expired leases to the queue, except those of the ``running`` jobs of
-        ``worker_id`` (the caller); ``{id: new state}``."""
-        rows = await self._fetch("rescue", worker_id, running)
+    async def rescue(self, worker_id: str) -> dict[int, str]:
+        """Return the running jobs of workers whose lease expired (never ``worker_id``'s, the
+        caller's) to the queue; ``{id: new state}``."""
+        rows = await self._fetch("rescue", worker_id)
         return {row[0]: row[1] for row in rows}
+
+    async def prune(self, ring: str, retention_s: float) -> int | None:
+        """Move retention ring ``ring`` ('done' or 'failed') on if its time has come (see
+        prune.sql): the rows removed (an estimate), 0 when nothing was due, ``None`` when
+        another worker is at it or a reader held the slot."""
+        rows = await self._fetch("prune", ring, retention_s)
+        value = rows[0][0]
+        return None if value is None else int(value)
 
     async def worker_seen(
         self, worker_id: str, job_types: Sequence[str], queues: Sequence[str] | None, ttl_s: float
@@ -436,6 +472,9 @@ class Claim:
     # claimer); None when there is none, or when every slot asked for was filled.
     next_due_s: float | None
     completed: set[int]  # ids of the attempts given to complete that are completed
+    cursors: dict[int, int]  # lane id -> the seq it is now read to
+    promoted: int  # delayed jobs (of any type) this claim made due
+    db_now: dt.datetime  # the database clock during the claim
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
--- fail: record failed attempts. A job goes to error, due again after delay_s, unless it is out
--- of tries or the failure is final (retrying cannot help): then failed, never run again.
--- Guarded by worker and attempt like complete, and like complete it keeps worker_id and
--- reports rows an earlier try of this same write already failed.
+-- fail: record failed attempts. A job goes back to waiting (error), due again after delay_s,
+-- unless it is out of tries or the failure is final (retrying cannot help): then failed, never
+-- run again. Guarded by worker and attempt like complete, and like complete it reports rows
+-- an earlier try of this same write already failed.
 -- $1 ids bigint[], $2 attempts int[], $3 delays_s float8[], $4 failure_infos text[],
 -- $5 finals bool[], $6 worker_id. Returns each job's new state.
 WITH f AS (
@@ -9,25 +9,49 @@ WITH f AS (
     FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[], $5::bool[])
          AS f(id, attempt, delay_s, failure_info, final)
 ),
+gone AS (
+    DELETE FROM {schema}.jobs_running AS r
+    USING f
+    WHERE r.id = f.id
+      AND r.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
+      AND r.try_count = f.attempt
+      AND r.worker_id = $6::text
+    RETURNING r.*, f.delay_s, f.failure_info AS new_failure_info,
+              f.final OR r.try_count >= r.max_tries AS ended
+),
 failed AS (
-    UPDATE {schema}.background_jobs AS j
-    SET state = CASE WHEN f.final OR j.try_count >= j.max_tries
-                     THEN 'failed' ELSE 'error' END::{schema}.job_state,
-        next_attempt_after = CASE WHEN f.final OR j.try_count >= j.max_tries
-                                  THEN j.next_attempt_after
-                                  ELSE now() + make_interval(secs => f.delay_s) END,
-        failure_info = f.failure_info,
-        lease_expires_at = NULL
-    FROM f
-    WHERE j.id = f.id
-      AND j.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
-      AND j.try_count = f.attempt
-      AND j.worker_id = $6::text
-      AND j.state = 'running'
-    RETURNING j.id, j.state::text
+    INSERT INTO {schema}.jobs_failed
+    SELECT g.id, g.job_type, g.queue, 'failed', g.queued, g.next_attempt_after, g.try_count,
+           g.max_tries, g.priority, g.payload, g.new_failure_info, g.worker_id, now(),
+           (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'failed')
+    FROM gone AS g WHERE g.ended
+    RETURNING jobs_failed.id, 'failed'::text AS state
+),
+due_now AS (
+    INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)
+    SELECT g.id, g.job_type, g.queue, 'error', g.queued, now(), g.try_count, g.max_tries,
+           g.priority, g.payload, g.new_failure_info, g.worker_id,
+           {schema}.lane(g.job_type, g.queue, g.priority)
+    FROM gone AS g WHERE NOT g.ended AND g.delay_s <= 0
+    RETURNING jobs_ready.id, 'error'::text AS state
+),
+due_later AS (
+    INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued, next_attempt_after,
+        try_count, max_tries, priority, payload, failure_info, worker_id)
+    SELECT g.id, g.job_type, g.queue, 'error', g.queued,
+           now() + make_interval(secs => g.delay_s), g.try_count, g.max_tries, g.priority,
+           g.payload, g.new_failure_info, g.worker_id
+    FROM gone AS g WHERE NOT g.ended AND g.delay_s > 0
+    RETURNING jobs_delayed.id, 'error'::text AS state
 )
 SELECT id, state FROM failed
+UNION ALL SELECT id, state FROM due_now
+UNION ALL SELECT id, state FROM due_later
 UNION ALL
+-- Written by an earlier try of this same write (this statement's snapshot does not show its
+-- own inserts, so nothing is counted twice).
 SELECT j.id, j.state::text
 FROM {schema}.background_jobs AS j JOIN f ON j.id = f.id
-WHERE j.id = ANY($1::bigint[]) AND j.try_count = f.attempt AND j.worker_id = $6::text AND j.state IN ('error', 'failed')
+WHERE j.id = ANY($1::bigint[]) AND j.try_count = f.attempt AND j.worker_id = $6::text
+  AND j.state IN ('error', 'failed')

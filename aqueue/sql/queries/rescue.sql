@@ -1,29 +1,44 @@
--- rescue: return running jobs whose lease expired (their worker died or stalled) to the queue,
--- keeping its place in line (it was due already); the attempt counts, so a job out of tries
--- ends failed. Any worker may run this. $1 is its id and $2 the jobs it is running: those it
--- leaves to its own heartbeat (after an outage they may have lapsed for a moment), but not
--- rows it claimed and never heard back about (the claim's reply lost with its connection).
-WITH expired AS (
-    SELECT id
-    FROM {schema}.background_jobs
-    WHERE state = 'running' AND lease_expires_at < now()
-      AND (worker_id IS DISTINCT FROM $1::text OR id <> ALL($2::bigint[]))
+-- rescue: return the running jobs of workers whose lease expired (they died or stalled) to
+-- the queue; the attempt counts, so a job out of tries ends failed. Then forget those
+-- workers. Any worker may run this ($1, never rescued by itself: its own heartbeat renews its
+-- lease after an outage); workers another rescuer holds are skipped. Only the expired
+-- workers' rows of jobs_running are read, never the others'. Returns (id, new state).
+WITH dead AS (
+    SELECT wk.worker_id, wk.expires_at
+    FROM {schema}.workers AS wk
+    WHERE wk.expires_at < now() AND wk.worker_id <> $1::text
     FOR UPDATE SKIP LOCKED
 ),
-rescued AS (
-    UPDATE {schema}.background_jobs AS j
-    SET state = CASE WHEN j.try_count >= j.max_tries
-                     THEN 'failed' ELSE 'error' END::{schema}.job_state,
-        next_attempt_after = least(j.next_attempt_after, now()),
-        failure_info = 'WorkerLost: worker ' || coalesce(j.worker_id, '?')
-            || ' stopped renewing its lease during attempt ' || j.try_count
-            || '; the lease expired at ' || j.lease_expires_at::text
-            || '; rescued at ' || now()::text,
-        worker_id = NULL,
-        lease_expires_at = NULL
-    FROM expired
-    WHERE j.id = expired.id
-    RETURNING j.id, j.state::text AS state, j.queue
+gone AS (
+    DELETE FROM {schema}.jobs_running AS r
+    USING dead
+    WHERE r.worker_id = dead.worker_id
+    RETURNING r.*,
+        'WorkerLost: worker ' || r.worker_id || ' stopped renewing its lease during attempt '
+        || r.try_count || '; the lease expired at ' || dead.expires_at::text
+        || '; rescued at ' || now()::text AS why
+),
+forgotten AS (
+    DELETE FROM {schema}.workers AS wk USING dead WHERE wk.worker_id = dead.worker_id
+),
+failed AS (
+    INSERT INTO {schema}.jobs_failed
+    SELECT g.id, g.job_type, g.queue, 'failed', g.queued, g.next_attempt_after, g.try_count,
+           g.max_tries, g.priority, g.payload, g.why, NULL, now(),
+           (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'failed')
+    FROM gone AS g WHERE g.try_count >= g.max_tries
+    RETURNING jobs_failed.id, 'failed'::text AS state
+),
+back AS (
+    INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)
+    SELECT g.id, g.job_type, g.queue, 'error', g.queued, least(g.next_attempt_after, now()),
+           g.try_count, g.max_tries, g.priority, g.payload, g.why, NULL,
+           {schema}.lane(g.job_type, g.queue, g.priority)
+    FROM gone AS g WHERE g.try_count < g.max_tries
+    ORDER BY g.id
+    RETURNING jobs_ready.id, 'error'::text AS state
 )
-SELECT rescued.id, rescued.state
-FROM rescued, LATERAL (SELECT pg_notify('{channel}', rescued.queue)) AS notified
+SELECT id, state FROM failed
+UNION ALL
+SELECT id, state FROM back

@@ -1,25 +1,29 @@
--- unserved_jobs: of the $1 due jobs that have waited longest, those no live worker serves (no
--- unexpired workers row lists their job type, and their queue or every queue), counted by
--- (job_type, queue), most first; with how many due jobs were looked at. Jobs no worker serves
--- are never claimed, so they are the ones that wait longest; reading at most $1 entries of
--- background_jobs_next_due_idx (longest_due, migration 0003) keeps this cheap beside a heavy
--- load, whatever the table's statistics say.
-WITH due AS (
-    SELECT job_type, queue FROM {schema}.longest_due($1::int)
-),
-live AS (
+-- unserved_jobs: due jobs no live worker serves (no unexpired workers row lists their job
+-- type, and their queue or every queue), counted by (job_type, queue), most first, at most $1
+-- per lane; with how many were counted. Jobs no worker serves are never claimed; only their
+-- lanes are read, so this stays cheap beside a heavy load.
+WITH live AS (
     SELECT job_types, queues FROM {schema}.workers WHERE expires_at >= now()
 ),
 unserved AS (
-    SELECT due.job_type, due.queue, count(*)::int AS n
-    FROM due
+    SELECT l.lane_id, l.job_type, l.queue
+    FROM {schema}.lanes AS l
     WHERE NOT EXISTS (
         SELECT FROM live
-        WHERE due.job_type = ANY(live.job_types)
-          AND (live.queues IS NULL OR due.queue = ANY(live.queues))
+        WHERE l.job_type = ANY(live.job_types)
+          AND (live.queues IS NULL OR l.queue = ANY(live.queues))
     )
-    GROUP BY due.job_type, due.queue
+),
+counted AS (
+    SELECT u.job_type, u.queue,
+           (SELECT count(*) FROM (SELECT FROM {schema}.jobs_ready AS r
+                                  WHERE r.lane_id = u.lane_id LIMIT $1::int) AS s)::int AS n
+    FROM unserved AS u
+),
+totals AS (
+    SELECT job_type, queue, sum(n)::int AS n FROM counted GROUP BY job_type, queue
 )
-SELECT job_type, queue, n, (SELECT count(*)::int FROM due) AS looked_at
-FROM unserved
+SELECT job_type, queue, n, (SELECT coalesce(sum(n), 0)::int FROM totals) AS looked_at
+FROM totals
+WHERE n > 0
 ORDER BY n DESC, job_type, queue

@@ -77,7 +77,7 @@ async def test_a_running_row_locked_elsewhere_holds_up_no_other_lease(
                 # Over twice the lease on the database clock, rescuing all along.
                 deadline = await pg.fetchval("SELECT clock_timestamp() + interval '3.2 s'")
                 while await pg.fetchval("SELECT clock_timestamp()") < deadline:
-                    rescued |= await rescue_store.rescue("rescuer", [])
+                    rescued |= await rescue_store.rescue("rescuer")
                     await anyio.sleep(0.3)
                 during = await rows(pg, schema, ids)
                 others_left_s = [await lease_left_s(pg, schema, i) for i in other_ids]
@@ -87,7 +87,7 @@ async def test_a_running_row_locked_elsewhere_holds_up_no_other_lease(
             await eventually(
                 lambda: lease_left_s(pg, schema, locked_id), lambda s: s is not None and s > 0.5
             )
-            rescued |= await rescue_store.rescue("rescuer", [])
+            rescued |= await rescue_store.rescue("rescuer")
             release.set()
             with anyio.fail_after(10):
                 await worker.wait_idle()

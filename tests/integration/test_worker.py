@@ -55,9 +55,12 @@ async def test_payload_round_trip_and_completion(
     assert await app.drain() == 0  # completed jobs never run again
 
 
-async def test_claim_order_priority_then_due_time_then_id(
+async def test_claim_order_priority_then_the_order_jobs_became_due(
     app: aqueue.App, pg: asyncpg.Connection, schema: str
 ) -> None:
+    """Higher priority first; within a priority, jobs run in the order they became due: the
+    order they were enqueued when due at once (a backdated run_at is just due), and delayed
+    jobs in due-time order when their time comes."""
     order: list[str] = []
 
     @app.job(payload=Task)
@@ -67,20 +70,26 @@ async def test_claim_order_priority_then_due_time_then_id(
     past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     await app.enqueue(ordered, Task(label="p10-now"))
     await app.enqueue(ordered, Task(label="p20-now"), priority=20)
-    # Same due time for all three: the id decides.
     await app.enqueue_many(ordered, [Task(label=f"p10-past-{i}") for i in range(3)], run_at=past)
-    await app.enqueue(ordered, Task(label="p10-older"), run_at=past - dt.timedelta(minutes=1))
-    await app.enqueue(
-        ordered, Task(label="p5-older"), priority=5, run_at=past - dt.timedelta(days=1)
+    await app.enqueue(ordered, Task(label="p5-older"), priority=5, run_at=past)
+    soon = await pg.fetchval("SELECT now() + interval '1 second'")
+    # Enqueued last-due first: they still become due in due-time order.
+    await app.enqueue(ordered, Task(label="p10-later-2"), run_at=soon + dt.timedelta(milliseconds=200))
+    await app.enqueue(ordered, Task(label="p10-later-1"), run_at=soon)
+    await eventually(
+        lambda: pg.fetchval("SELECT now() > $1::timestamptz + interval '0.3 s'", soon),
+        bool,
+        timeout_s=5,
     )
-    assert await app.drain(concurrency=1) == 7
+    assert await app.drain(concurrency=1) == 8
     assert order == [
         "p20-now",
-        "p10-older",
+        "p10-now",
         "p10-past-0",
         "p10-past-1",
         "p10-past-2",
-        "p10-now",
+        "p10-later-1",
+        "p10-later-2",
         "p5-older",
     ]
 
@@ -292,7 +301,7 @@ async def test_late_write_after_lost_lease_changes_nothing(
     job_id = await app.enqueue("leased", Task())
     (first,) = (await store.claim(1, ["leased"], None, "worker-a", 0.2)).jobs
     # Real time passes on the database clock until the lease expires.
-    await eventually(lambda: store.rescue("maintenance", []), bool, timeout_s=5)
+    await eventually(lambda: store.rescue("maintenance"), bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
     assert row["state"] == "error"
     assert "WorkerLost: worker worker-a" in row["failure_info"]
@@ -330,19 +339,43 @@ async def test_a_write_repeated_after_its_reply_was_lost_counts_once_as_written(
     assert [tuple(r) for r in rows] == [("completed", 1), ("error", 1)]
 
 
-async def test_rescue_spares_the_callers_running_jobs_but_not_its_orphans(
+async def test_a_claim_whose_reply_was_lost_is_handed_back_by_the_next_claim(
     app: aqueue.App, pg: asyncpg.Connection, schema: str
 ) -> None:
     """A claim whose reply was lost leaves rows running under a worker that never ran them:
-    its own maintenance must rescue them, while its live jobs are left to its heartbeat."""
+    the worker's next claim names it, and those jobs go back uncounted (and may be claimed
+    again at once); the jobs of its other claims stay running."""
     store = app._store
     assert isinstance(store, Store)
     live, orphan = await app.enqueue_many("mine", [Task(), Task()])
-    await store.claim(2, ["mine"], None, "worker-a", 0.1)
-    rescued = await eventually(lambda: store.rescue("worker-a", [live]), bool, timeout_s=5)
-    assert rescued == {orphan: "error"}
-    assert (await state_of(pg, schema, live))["state"] == "running"
-    assert await store.rescue("worker-b", []) == {live: "error"}
+    (first,) = (await store.claim(1, ["mine"], None, "worker-a", 30, claim_no=1)).jobs
+    (lost,) = (await store.claim(1, ["mine"], None, "worker-a", 30, claim_no=2)).jobs
+    assert (first.id, lost.id) == (live, orphan)
+    again = await store.claim(1, ["mine"], None, "worker-a", 30, claim_no=3, lost_claims=[2])
+    assert [(j.id, j.attempt) for j in again.jobs] == [(orphan, 1)]  # not counted twice
+    rows = await pg.fetch(
+        f"SELECT id, state::text, try_count FROM {schema}.background_jobs ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [(live, "running", 1), (orphan, "running", 1)]
+
+
+async def test_rescue_never_takes_the_callers_own_jobs(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """A worker's own lease may look expired to itself after an outage: its heartbeat renews
+    it; only another worker's rescue takes its jobs."""
+    store = app._store
+    assert isinstance(store, Store)
+    (job_id,) = await app.enqueue_many("mine", [Task()])
+    await store.claim(1, ["mine"], None, "worker-a", 0.1)
+    await eventually(
+        lambda: pg.fetchval(f"SELECT bool_and(expires_at < now()) FROM {schema}.workers"),
+        bool,
+        timeout_s=5,
+    )
+    assert await store.rescue("worker-a") == {}
+    assert (await state_of(pg, schema, job_id))["state"] == "running"
+    assert await store.rescue("worker-b") == {job_id: "error"}
 
 
 async def test_rescued_job_out_of_tries_ends_failed(
@@ -352,7 +385,7 @@ async def test_rescued_job_out_of_tries_ends_failed(
     assert isinstance(store, Store)
     job_id = await app.enqueue("fragile", Task(), max_tries=1)
     await store.claim(1, ["fragile"], None, "worker-a", 0.1)
-    await eventually(lambda: store.rescue("maintenance", []), bool, timeout_s=5)
+    await eventually(lambda: store.rescue("maintenance"), bool, timeout_s=5)
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"]) == ("failed", 1)
 
@@ -495,7 +528,7 @@ async def test_writes_stuck_on_row_locks_do_not_hold_up_the_heartbeats(
                 # Over twice the lease on the database clock, rescuing all along.
                 deadline = await pg.fetchval("SELECT clock_timestamp() + interval '2.2 s'")
                 while await pg.fetchval("SELECT clock_timestamp()") < deadline:
-                    rescued |= await rescue_store.rescue("rescuer", [])
+                    rescued |= await rescue_store.rescue("rescuer")
                     await anyio.sleep(0.1)
             await worker.wait_processed(4)
             stats = worker.statistics()

@@ -229,10 +229,12 @@ $$;
 -- Move due jobs from jobs_delayed to jobs_ready (any job type), at most lim, those due
 -- longest first; only those due after since (the caller's last look, so the entries of rows
 -- moved earlier are not walked again; NULL: all). Returns how many moved.
+-- The hot functions pin index-ordered plans (as 0002 does) and turn JIT off: every plan
+-- type disabled here costs 1e10, far over jit_above_cost, and JIT then took ~250 ms a call.
 CREATE FUNCTION {schema}.promote(lim int, since timestamptz)
 RETURNS int
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off
 AS $$
 DECLARE
     moved int;
@@ -278,7 +280,7 @@ RETURNS TABLE (kind "char", id bigint, job_type text, queue text, priority int,
                next_attempt_after timestamptz, try_count int, max_tries int, payload bytea,
                lane_id int, seq bigint, next_due_s float8)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off
 AS $$
 DECLARE
     seq_now bigint;

@@ -147,9 +147,16 @@ async def test_a_cancel_without_notify_is_found_by_the_heartbeat(
     async with app.worker(lease_s=3, heartbeat_s=0.3) as worker:
         job_id = await app.enqueue(endless, Task())
         await started.wait()
-        # An operator's UPDATE: no NOTIFY, only the table says so.
+        # A cancel whose NOTIFY never arrived (as while the LISTEN connection was down):
+        # the job moves to the finished rows with no notification; only the tables say so.
         await pg.execute(
-            f"UPDATE {schema}.background_jobs SET state = 'cancelled' WHERE id = $1", job_id
+            f"""WITH gone AS (DELETE FROM {schema}.jobs_running WHERE id = $1 RETURNING *)
+            INSERT INTO {schema}.jobs_done
+            SELECT id, job_type, queue, 'cancelled', queued, next_attempt_after, try_count,
+                   max_tries, priority, payload, 'Cancelled by hand', NULL, now(),
+                   (SELECT slot FROM {schema}.rings WHERE ring = 'done')
+            FROM gone""",
+            job_id,
         )
         with anyio.fail_after(5):
             await worker.wait_until(lambda s: s.cancelled == 1 and s.running == 0)

@@ -597,14 +597,23 @@ CREATE TRIGGER background_jobs_insert INSTEAD OF INSERT ON {schema}.background_j
 
 -- UPDATE of a waiting (pending or error) job: any of next_attempt_after, priority, queue,
 -- max_tries, payload, failure_info may change; the job moves to jobs_ready (due) or
--- jobs_delayed (later) with its new values, at the end of its lane. Running and finished
--- jobs cannot be updated here: cancel them with app.cancel.
+-- jobs_delayed (later) with its new values, at the end of its lane. SET state = 'cancelled'
+-- cancels a waiting or running job. Running and finished jobs cannot be updated otherwise.
 CREATE FUNCTION {schema}.background_jobs_update() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
     old_row record;
 BEGIN
+    -- SET state = 'cancelled' is a cancel (as app.cancel: a running job's worker is told).
+    IF NEW.state = 'cancelled' AND OLD.state <> 'cancelled' THEN
+        IF OLD.state NOT IN ('pending', 'error', 'running') THEN
+            RAISE EXCEPTION 'background_jobs: job % is %; only waiting or running jobs can be '
+                'cancelled', OLD.id, OLD.state
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        RETURN CASE WHEN {schema}.cancel(OLD.id) IS NOT NULL THEN NEW END;
+    END IF;
     IF NEW.id <> OLD.id OR NEW.job_type <> OLD.job_type OR NEW.state <> OLD.state
        OR NEW.try_count <> OLD.try_count OR NEW.queued <> OLD.queued THEN
         RAISE EXCEPTION 'background_jobs: id, job_type, state, try_count and queued cannot be '

@@ -25,7 +25,7 @@ log = logging.getLogger("aqueue.worker")
 # lease, and a claim registers the worker again if a rescue removed the row).
 REGISTER_INTERVAL_S = 600.0
 UNSERVED_INTERVAL_S = 60.0  # how often the unserved jobs are counted (and logged) at most
-UNSERVED_MAX_ROWS = 10_000  # due jobs looked at, longest waiting first
+UNSERVED_MAX_ROWS = 10_000  # due jobs counted at most per lane (job type, queue, priority)
 UNSERVED_TIMEOUT_S = 2.0  # the count gives up rather than weigh on a busy database
 UNSERVED_SHOWN = 5  # (job_type, queue) pairs named in the warning
 GOODBYE_TIMEOUT_S = 2.0
@@ -61,7 +61,6 @@ class Maintenance:
         self._queues = None if queues is None else list(queues)
         self._ttl_s = lease_s  # a new row's lease; heartbeats renew it
         self._seen_due = -float("inf")  # when the workers row is next renewed (local clock)
-        self._registered = False
         self._unserved_interval_s = unserved_interval_s
         self._retention_s = {"done": retention_s, "failed": failed_retention_s}
         self.pruned = 0  # finished jobs removed by retention (an estimate)
@@ -78,8 +77,9 @@ class Maintenance:
 
     async def goodbye(self) -> None:
         """Delete this worker's row: it serves nothing any more. Best effort (its row expires
-        anyway), bounded, and not tried while the database is out."""
-        if not self._registered or self._outage:
+        anyway), bounded, and not tried while the database is out. Tried even if this
+        service never wrote the row: the worker's first claim registers it too."""
+        if self._outage:
             return
         with (
             anyio.CancelScope(shield=True),
@@ -87,7 +87,6 @@ class Maintenance:
             contextlib.suppress(DatabaseError),
         ):
             await self._store.worker_gone(self._worker_id)
-            self._registered = False
 
     async def run_once(self) -> None:
         try:
@@ -106,7 +105,6 @@ class Maintenance:
                 await self._store.worker_seen(
                     self._worker_id, self._job_types, self._queues, self._ttl_s
                 )
-                self._registered = True
                 self._seen_due = self._clock() + REGISTER_INTERVAL_S
             if self._clock() < self._grace_until:
                 return
@@ -159,13 +157,16 @@ class Maintenance:
             return
         if not found.counts:
             return
-        shown = ", ".join(f"{t}@{q} ({n})" for t, q, n in found.counts[:UNSERVED_SHOWN])
+        shown = ", ".join(
+            f"{t}@{q} ({n}{'+' if capped else ''})"
+            for t, q, n, capped in found.counts[:UNSERVED_SHOWN]
+        )
         if len(found.counts) > UNSERVED_SHOWN:
             shown += ", ..."
-        if found.looked_at == UNSERVED_MAX_ROWS:
-            shown += f" (counted among the {UNSERVED_MAX_ROWS} due jobs that waited longest)"
+        capped = any(c for *_, c in found.counts)
         log.warning(
-            "%d due job(s) wait that no running worker serves: %s",
-            sum(n for _, _, n in found.counts),
+            "%d%s due job(s) wait that no running worker serves: %s",
+            sum(n for _, _, n, _ in found.counts),
+            "+" if capped else "",
             shown,
         )

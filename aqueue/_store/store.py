@@ -360,11 +360,11 @@ class Store:
         await self._fetch("worker_gone", worker_id)
 
     async def unserved_jobs(self, max_rows: int, timeout_s: float) -> Unserved:
-        """Of the ``max_rows`` due jobs that waited longest, those no live worker serves,
-        by (job_type, queue). A statement still running after ``timeout_s`` is cancelled
+        """Due jobs no live worker serves, by (job_type, queue), counting at most
+        ``max_rows`` per lane. A statement still running after ``timeout_s`` is cancelled
         (:class:`DatabaseError`)."""
         rows = await self._fetch("unserved_jobs", max_rows, timeout_s=timeout_s)
-        return Unserved([(row[0], row[1], row[2]) for row in rows], rows[0][3] if rows else None)
+        return Unserved([(row[0], row[1], row[2], row[3]) for row in rows])
 
     @contextlib.asynccontextmanager
     async def listen(self, on_notify: Callable[[str], None]) -> AsyncIterator[Listening]:
@@ -481,8 +481,8 @@ class Claim:
 class Unserved:
     """What :meth:`Store.unserved_jobs` found."""
 
-    counts: list[tuple[str, str, int]]  # (job_type, queue, due jobs), most first
-    looked_at: int | None  # due jobs looked at (None when none was unserved)
+    # (job_type, queue, due jobs, capped: more may wait than were counted), most first
+    counts: list[tuple[str, str, int, bool]]
 
 
 @dataclass(frozen=True, slots=True)

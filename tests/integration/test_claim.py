@@ -1,5 +1,5 @@
-"""The claim statement: it completes the attempts it is given, and it walks the claim index
-whatever the table's statistics say."""
+"""The claim statement: it completes the attempts it is given, and it reads each lane's
+index in order whatever the tables' statistics say."""
 
 from __future__ import annotations
 
@@ -43,13 +43,13 @@ async def test_claim_completes_the_attempts_it_is_given_guarded_like_complete(
     ]
 
 
-async def test_claim_walks_the_claim_index_with_30000_jobs_just_queued(
+async def test_claim_reads_its_lane_in_order_with_30000_jobs_just_queued(
     app: aqueue.App, pg: asyncpg.Connection
 ) -> None:
-    """Right after a bulk enqueue the statistics say the table is (nearly) empty, and the
-    planner's own choice was a bitmap scan of every queued row plus a sort, per claim. The
-    lookup inside due_jobs must read the claim index in order and stop after the 16 rows it
-    locks. Its plan is read with auto_explain, which logs nested statements."""
+    """Right after a bulk enqueue the statistics say the tables are (nearly) empty; a planner
+    left to itself may scan every ready row and sort. The candidate lookup inside the claim
+    function must read the lane's index in order and stop after the 16 rows it wants. Its
+    plan is read with auto_explain, which logs nested statements."""
     store = app._store
     assert isinstance(store, Store)
     for _ in range(3):
@@ -69,16 +69,17 @@ async def test_claim_walks_the_claim_index_with_30000_jobs_just_queued(
             await pg.execute("SET LOCAL auto_explain.log_nested_statements = on")
             await pg.execute("SET LOCAL auto_explain.log_analyze = on")
             await pg.execute("SET LOCAL client_min_messages = log")
-            rows = await pg.fetch(store._sql["claim"], 16, ["bulk"], None, "w", 30.0, [], [])
+            args = (16, ["bulk"], None, "w", 30.0, [], [], 1, [], [], None, [])
+            rows = await pg.fetch(store._sql["claim"], *args)
         finally:
             await tx.rollback()
     finally:
         pg.remove_log_listener(on_log)
-    assert len(rows) == 16
-    (due_plan,) = [p for p in plans if "ORDER BY priority DESC" in p and "LIMIT lim" in p]
-    assert "Index Scan using background_jobs_claim_idx" in due_plan, due_plan
-    scan = due_plan.split("Index Scan using background_jobs_claim_idx")[1]
-    # Stopped after the 16 rows it locked (PostgreSQL 18 prints rows=16.00).
+    assert len([r for r in rows if r["kind"] == "j"]) == 16
+    (lookup,) = [p for p in plans if "row_number() OVER" in p and "CROSS JOIN LATERAL" in p]
+    assert "Index Scan using jobs_ready_lane_idx" in lookup, lookup
+    scan = lookup.split("Index Scan using jobs_ready_lane_idx")[1]
+    # Stopped after the 16 rows it wanted (PostgreSQL 18 prints rows=16.00).
     assert re.search(r"actual time=\S+ rows=16(\.00)? loops=1", scan), scan
-    assert "Sort" not in due_plan, due_plan
-    assert "Bitmap" not in due_plan, due_plan
+    assert "Bitmap" not in lookup, lookup
+    assert "Seq Scan on jobs_ready" not in lookup, lookup

@@ -1,7 +1,7 @@
 -- unserved_jobs: due jobs no live worker serves (no unexpired workers row lists their job
 -- type, and their queue or every queue), counted by (job_type, queue), most first, at most $1
--- per lane; with how many were counted. Jobs no worker serves are never claimed; only their
--- lanes are read, so this stays cheap beside a heavy load.
+-- per lane; capped: some lane of it had $1 or more. Jobs no worker serves are never claimed;
+-- only their lanes are read, so this stays cheap beside a heavy load.
 WITH live AS (
     SELECT job_types, queues FROM {schema}.workers WHERE expires_at >= now()
 ),
@@ -21,9 +21,10 @@ counted AS (
     FROM unserved AS u
 ),
 totals AS (
-    SELECT job_type, queue, sum(n)::int AS n FROM counted GROUP BY job_type, queue
+    SELECT job_type, queue, sum(n)::int AS n, bool_or(n >= $1::int) AS capped
+    FROM counted GROUP BY job_type, queue
 )
-SELECT job_type, queue, n, (SELECT coalesce(sum(n), 0)::int FROM totals) AS looked_at
+SELECT job_type, queue, n, capped
 FROM totals
 WHERE n > 0
 ORDER BY n DESC, job_type, queue

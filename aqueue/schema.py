@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import (
     ARRAY,
+    DDL,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Enum,
@@ -19,8 +21,12 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Sequence,
+    SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
+    event,
     text,
 )
 
@@ -29,11 +35,38 @@ from .jobs import JobState
 
 __all__ = ["make_metadata", "metadata"]
 
-CLAIMABLE = "state IN ('pending', 'error')"
+RING_SLOTS = 8  # partitions in each ring of finished jobs (jobs_done, jobs_failed)
+
+
+def _job_columns(state: Enum) -> list[Column[object]]:
+    """The columns every job table shares, in the view's order (a fresh set per table)."""
+    return [
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("job_type", Text, nullable=False),
+        Column("queue", Text, nullable=False),
+        Column("state", state, nullable=False),
+        Column("queued", DateTime(timezone=True), nullable=False),
+        Column("next_attempt_after", DateTime(timezone=True), nullable=False),
+        Column("try_count", Integer, nullable=False),
+        Column("max_tries", Integer, nullable=False),
+        Column("priority", Integer, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("failure_info", Text, nullable=True),
+        Column("worker_id", Text, nullable=True),
+    ]
 
 
 def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
-    """Return a fresh :class:`~sqlalchemy.MetaData` with aqueue's tables in ``schema``."""
+    """Return a fresh :class:`~sqlalchemy.MetaData` with aqueue's tables in ``schema``.
+
+    The jobs live in one table per state (see docs/design/storage.md); users query them
+    through the view ``background_jobs``, which the migrations create and this metadata does
+    not declare (Alembic leaves views alone). The finished rows' rings are partitioned
+    tables whose partitions (``jobs_done_0`` .. ``jobs_done_7``, ``jobs_failed_0`` ..) are
+    created by DDL attached to their parents: tell Alembic's autogenerate to skip them, e.g.
+    ``include_name=lambda name, type_, parent: not re.fullmatch(r"jobs_(done|failed)_\\d+",
+    name or "")``.
+    """
     validate_schema(schema)
     md = MetaData(schema=schema)
     state = Enum(
@@ -43,48 +76,78 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         values_callable=lambda states: [s.value for s in states],
         metadata=md,
     )
-    jobs = Table(
-        "background_jobs",
+    Sequence("job_id_seq", schema=schema, metadata=md)  # the ids of new jobs
+    ready_seq = Sequence("ready_seq", schema=schema, metadata=md)  # order within a lane
+    # One row per (job_type, queue, priority) ever enqueued: the claim reads only the lanes
+    # of the types and queues it serves.
+    Table(
+        "lanes",
         md,
-        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("lane_id", Integer, Identity(always=True), primary_key=True),
         Column("job_type", Text, nullable=False),
-        Column("queue", Text, nullable=False, server_default=text("'default'")),
-        Column("state", state, nullable=False, server_default=text("'pending'")),
-        Column("queued", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-        Column(
-            "next_attempt_after",
-            DateTime(timezone=True),
-            nullable=False,
-            server_default=text("now()"),
-        ),
-        Column("try_count", Integer, nullable=False, server_default=text("0")),
-        Column("max_tries", Integer, nullable=False, server_default=text("5")),
-        Column("priority", Integer, nullable=False, server_default=text("10")),
-        Column("payload", LargeBinary, nullable=False),
-        Column("failure_info", Text, nullable=True),
-        # The lease: who holds a running job, and until when (database clock).
-        Column("worker_id", Text, nullable=True),
-        Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+        Column("queue", Text, nullable=False),
+        Column("priority", Integer, nullable=False),
+        UniqueConstraint("job_type", "queue", "priority"),
     )
-    # Serves the claim: an index range scan in claim order over claimable rows only.
-    Index(
-        "background_jobs_claim_idx",
-        jobs.c.priority.desc(),
-        jobs.c.next_attempt_after,
-        jobs.c.id,
-        postgresql_where=text(CLAIMABLE),
+    waiting = "state IN ('pending', 'error')"
+    ready = Table(
+        "jobs_ready",
+        md,
+        *_job_columns(state),
+        Column("lane_id", Integer, nullable=False),
+        Column("seq", BigInteger, nullable=False, server_default=ready_seq.next_value()),
+        CheckConstraint(waiting),
     )
-    # Serves the scheduler's "when is the next job due" without walking the claim order.
-    Index(
-        "background_jobs_next_due_idx",
-        jobs.c.next_attempt_after,
-        postgresql_where=text(CLAIMABLE),
+    # The claim's cursor scan: seq past the lane's cursor, in order.
+    Index("jobs_ready_lane_idx", ready.c.lane_id, ready.c.seq)
+    delayed = Table("jobs_delayed", md, *_job_columns(state), CheckConstraint(waiting))
+    Index("jobs_delayed_due_idx", delayed.c.next_attempt_after)
+    Index("jobs_delayed_type_due_idx", delayed.c.job_type, delayed.c.next_attempt_after)
+    running_columns = [c for c in _job_columns(state) if c.name != "state"]
+    running_columns[-1] = Column("worker_id", Text, nullable=False)
+    running = Table(
+        "jobs_running",
+        md,
+        *running_columns,
+        # The worker's claim that took it: a claim whose reply was lost is handed back.
+        Column("claim_no", BigInteger, nullable=False),
+        Column("claimed_at", DateTime(timezone=True), nullable=False),
     )
-    # Serves the rescue of expired leases.
-    Index(
-        "background_jobs_lease_idx",
-        jobs.c.lease_expires_at,
-        postgresql_where=text("state = 'running'"),
+    Index("jobs_running_worker_idx", running.c.worker_id, running.c.claim_no)
+    for ring, check in (
+        ("done", "state IN ('completed', 'cancelled')"),
+        ("failed", "state = 'failed'"),
+    ):
+        columns = _job_columns(state)
+        columns[0] = Column("id", BigInteger, nullable=False, autoincrement=False)
+        finished = Table(
+            f"jobs_{ring}",
+            md,
+            *columns,
+            Column("finished_at", DateTime(timezone=True), nullable=False),
+            Column("slot", SmallInteger, nullable=False),
+            CheckConstraint(check),
+            postgresql_partition_by="LIST (slot)",
+        )
+        Index(f"jobs_{ring}_id_idx", finished.c.id)
+        for slot in range(RING_SLOTS):
+            event.listen(
+                finished,
+                "after_create",
+                DDL(  # type: ignore[no-untyped-call]
+                    f"CREATE TABLE {schema}.jobs_{ring}_{slot} PARTITION OF {schema}.jobs_{ring} "
+                    f"FOR VALUES IN ({slot})"
+                ),
+            )
+    # Each ring's current slot and when each slot stopped taking rows (per slot; NULL: never
+    # used). Updated once per rotation, never per job.
+    Table(
+        "rings",
+        md,
+        Column("ring", Text, CheckConstraint("ring IN ('done', 'failed')"), primary_key=True),
+        Column("slot", SmallInteger, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("ended_at", ARRAY(DateTime(timezone=True)), nullable=False),
     )
     Table(
         "aqueue_migrations",
@@ -93,7 +156,8 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         Column("name", Text, nullable=False),
         Column("applied_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
-    # Which job types and queues the running workers serve (queues NULL: every queue).
+    # Which job types and queues the running workers serve (queues NULL: every queue), and
+    # each worker's lease: its running jobs are rescued once expires_at has passed.
     Table(
         "workers",
         md,

@@ -52,6 +52,14 @@ class Bench:
         await self.app.migrate()
         await self.pg.execute("CHECKPOINT")
 
+    async def vacuum_analyze(self) -> None:
+        """VACUUM ANALYZE every table of the benchmark's schema (as autovacuum would)."""
+        tables = await self.pg.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1", SCHEMA
+        )
+        for (name,) in tables:
+            await self.pg.execute(f"VACUUM ANALYZE {SCHEMA}.{name}")
+
     async def unfinished(self) -> bool:
         """Whether any job is still queued or running (two partial-index probes)."""
         return bool(

@@ -26,7 +26,7 @@ async def _drain_first(bench: Bench, queued: int, completed_kept: int = 0) -> Fi
         await bench.pg.execute(ceiling.statement("fill_completed"), min(left, FILL_CHUNK))
         left -= FILL_CHUNK
     if completed_kept:
-        await bench.pg.execute(f"VACUUM ANALYZE {bench.table}")  # as autovacuum would
+        await bench.vacuum_analyze()  # as autovacuum would
     measured = min(queued, MEASURED)
     worker = WorkerProcess(bench.dsn, 16)
     async with worker.running():
@@ -85,7 +85,7 @@ async def explain(bench: Bench, queued: int, completed_kept: int) -> list[str]:
     while left > 0:
         await bench.app.enqueue_many(noop, [Empty()] * min(left, ENQUEUE_CHUNK))
         left -= ENQUEUE_CHUNK
-    await bench.pg.execute(f"VACUUM ANALYZE {bench.table}")
+    await bench.vacuum_analyze()
     store = await bench.app._get_store()
     claim = store._sql["claim"]
     nested: list[str] = []
@@ -104,16 +104,15 @@ async def explain(bench: Bench, queued: int, completed_kept: int) -> list[str]:
                 "client_min_messages = log",
             ):
                 await bench.pg.execute(f"SET LOCAL {setting}")
-            rows = await bench.pg.fetch(
-                "EXPLAIN (ANALYZE, COSTS OFF) " + claim, 16, ["noop"], None, "explain", 30.0, [], []
-            )
+            args = (16, ["noop"], None, "explain", 30.0, [], [], 1, [], [], None, [])
+            rows = await bench.pg.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + claim, *args)
             raise _Rollback
     except _Rollback:
         pass
     finally:
         bench.pg.remove_log_listener(on_log)
     # Only the plans of the functions' statements (asyncpg's own introspection is logged too).
-    ours = [t for t in nested if "background_jobs" in t and "EXPLAIN" not in t]
+    ours = [t for t in nested if "jobs_" in t and "EXPLAIN" not in t]
     return [row[0] for row in rows] + [line for text in ours for line in text.splitlines()]
 
 

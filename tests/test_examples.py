@@ -63,7 +63,7 @@ async def test_producer_and_worker_processes(fresh_db: str, tmp_path: Path) -> N
         lambda: run(["-m", "aqueue", "migrate", "--app", "examples.mail:app"], env)
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied [1, 2, 3]" in migrated.stdout
+    assert "applied [1, 2, 3, 4]" in migrated.stdout
     again = await anyio.to_thread.run_sync(
         lambda: run(["-m", "aqueue", "migrate", "--app", "examples.mail:app"], env)
     )

@@ -1,3 +1,3 @@
 -- insert_many: the cheapest bulk enqueue: one INSERT ... SELECT FROM unnest(array).
-INSERT INTO {schema}.background_jobs (job_type, payload)
+INSERT INTO {schema}.ceiling_jobs (job_type, payload)
 SELECT $1::text, p FROM unnest($2::bytea[]) AS p

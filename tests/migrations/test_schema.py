@@ -14,10 +14,25 @@ from tests.helpers import sqlalchemy_dsn
 
 async def describe(pg: asyncpg.Connection, schema: str) -> dict[str, object]:
     """Columns, indexes, constraints and types of a schema, with the schema name neutralized."""
+    # Tables only: the view background_jobs is the migrations' alone (test below).
     columns = await pg.fetch(
-        "SELECT table_name, column_name, data_type, udt_name, is_nullable, column_default, "
-        "is_identity, identity_generation FROM information_schema.columns "
-        "WHERE table_schema = $1 ORDER BY table_name, ordinal_position",
+        "SELECT c.table_name, column_name, data_type, udt_name, is_nullable, column_default, "
+        "is_identity, identity_generation FROM information_schema.columns AS c "
+        "JOIN information_schema.tables AS t USING (table_schema, table_name) "
+        "WHERE table_schema = $1 AND t.table_type = 'BASE TABLE' "
+        "ORDER BY c.table_name, ordinal_position",
+        schema,
+    )
+    partitions = await pg.fetch(
+        "SELECT c.relname, p.relname AS parent, pg_get_expr(c.relpartbound, c.oid) AS bound "
+        "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1",
+        schema,
+    )
+    sequences = await pg.fetch(
+        "SELECT sequence_name, data_type FROM information_schema.sequences "
+        "WHERE sequence_schema = $1 ORDER BY 1",
         schema,
     )
     indexes = await pg.fetch(
@@ -45,6 +60,8 @@ async def describe(pg: asyncpg.Connection, schema: str) -> dict[str, object]:
         "indexes": [tuple(neutral(v) for v in row.values()) for row in indexes],
         "constraints": [tuple(neutral(v) for v in row.values()) for row in constraints],
         "enums": [(row["typname"], list(row["labels"])) for row in enums],
+        "partitions": [tuple(row.values()) for row in partitions],
+        "sequences": [tuple(row.values()) for row in sequences],
     }
 
 
@@ -92,11 +109,50 @@ async def test_migrate_is_idempotent_and_safe_to_run_concurrently(
             await app.close()
 
 
+async def test_the_view_has_the_seed_columns_in_order(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    columns = await pg.fetch(
+        "SELECT column_name, data_type, column_default FROM information_schema.columns "
+        "WHERE table_schema = $1 AND table_name = 'background_jobs' ORDER BY ordinal_position",
+        schema,
+    )
+    assert [(c[0], c[1]) for c in columns] == [
+        ("id", "bigint"),
+        ("job_type", "text"),
+        ("queue", "text"),
+        ("state", "USER-DEFINED"),
+        ("queued", "timestamp with time zone"),
+        ("next_attempt_after", "timestamp with time zone"),
+        ("try_count", "integer"),
+        ("max_tries", "integer"),
+        ("priority", "integer"),
+        ("payload", "bytea"),
+        ("failure_info", "text"),
+        ("worker_id", "text"),
+        ("lease_expires_at", "timestamp with time zone"),
+    ]
+    defaults = {c[0]: c[2] for c in columns if c[2] is not None}
+    assert set(defaults) == {
+        "id", "queue", "state", "queued", "next_attempt_after", "try_count", "max_tries",
+        "priority",
+    }  # fmt: skip
+
+
 def test_metadata_default_schema() -> None:
     assert set(aqueue.metadata.tables) == {
-        "aqueue.background_jobs",
-        "aqueue.aqueue_migrations",
-        "aqueue.workers",
+        f"aqueue.{name}"
+        for name in (
+            "lanes",
+            "jobs_ready",
+            "jobs_delayed",
+            "jobs_running",
+            "jobs_done",
+            "jobs_failed",
+            "rings",
+            "aqueue_migrations",
+            "workers",
+        )
     }
     with pytest.raises(aqueue.ConfigurationError):
         aqueue.make_metadata("Bad-Name")

@@ -132,7 +132,7 @@ async def test_an_operators_update_of_a_waiting_job_takes_effect(
             await ran.wait()
         await worker.wait_until(lambda s: s.completed == 1)
     # Priority: the last enqueued, raised, runs first.
-    first, second = await app.enqueue_many(ordered, [Task(label="a"), Task(label="b")])
+    _first, second = await app.enqueue_many(ordered, [Task(label="a"), Task(label="b")])
     await pg.execute(f"UPDATE {schema}.background_jobs SET priority = 50 WHERE id = $1", second)
     assert await app.drain(concurrency=1) == 2
     assert order == ["later", "b", "a"]

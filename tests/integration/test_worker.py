@@ -74,7 +74,8 @@ async def test_claim_order_priority_then_the_order_jobs_became_due(
     await app.enqueue(ordered, Task(label="p5-older"), priority=5, run_at=past)
     soon = await pg.fetchval("SELECT now() + interval '1 second'")
     # Enqueued last-due first: they still become due in due-time order.
-    await app.enqueue(ordered, Task(label="p10-later-2"), run_at=soon + dt.timedelta(milliseconds=200))
+    later_2 = soon + dt.timedelta(milliseconds=200)
+    await app.enqueue(ordered, Task(label="p10-later-2"), run_at=later_2)
     await app.enqueue(ordered, Task(label="p10-later-1"), run_at=soon)
     await eventually(
         lambda: pg.fetchval("SELECT now() > $1::timestamptz + interval '0.3 s'", soon),

@@ -66,12 +66,12 @@ async def test_an_upgrade_moves_every_job_over_and_they_carry_on(
         # worker's: w-old), and leaves the delayed one.
         async with app.worker() as worker:
             await worker.wait_until(lambda s: s.completed == 4)
-        states = dict(
-            (r[0], (r[1], r[2]))
+        states = {
+            r[0]: (r[1], r[2])
             for r in await pg.fetch(
                 f"SELECT id, state::text, try_count FROM {schema}.background_jobs"
             )
-        )
+        }
         assert states == {
             ids[0]: ("completed", 1),
             ids[1]: ("pending", 0),

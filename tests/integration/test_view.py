@@ -177,3 +177,39 @@ async def test_updates_that_cannot_be_done_say_why_and_change_nothing(
         "DELETE 1"
     )
     assert await pg.fetchval(f"SELECT count(*) FROM {schema}.background_jobs") == 1
+
+
+async def test_a_job_committed_behind_the_cursor_is_claimed_when_it_commits(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """A transaction takes its job's place in the lane (its seq) first and commits last: the
+    worker has read past that place meanwhile. The commit's NOTIFY names the place, and the
+    worker goes back for it at once (not at its 30 s sweep, nor its 60 s poll)."""
+    ran: list[str] = []
+    both = anyio.Event()
+
+    @app.job(payload=Task)
+    async def late(payload: Task) -> None:
+        ran.append(payload.label)
+        if len(ran) == 3:
+            both.set()
+
+    async with app.worker(poll_interval_s=60) as worker:
+        # The lane exists first: a transaction enqueueing the first job of a new (job_type,
+        # queue, priority) holds up other enqueues of it until it commits.
+        await app.enqueue(late, Task(label="first"))
+        await worker.wait_until(lambda s: s.completed == 1)
+        tx = pg.transaction()
+        await tx.start()
+        await pg.execute(
+            f"INSERT INTO {schema}.background_jobs (job_type, payload) VALUES ('late', $1)",
+            Task(label="slow tx").SerializeToString(),
+        )
+        await app.enqueue(late, Task(label="fast"))  # a later seq, committed first
+        await worker.wait_until(lambda s: s.completed == 2)
+        await tx.commit()
+        t0 = time.perf_counter()
+        with anyio.fail_after(10):
+            await both.wait()
+        assert time.perf_counter() - t0 < 5.0
+    assert ran == ["first", "fast", "slow tx"]

@@ -132,6 +132,7 @@ async def _facts(pg: asyncpg.Connection, schema: str) -> dict[str, Any]:
         " FROM pg_stat_user_tables WHERE schemaname = $1",
         schema,
     )
+    assert stats is not None  # an aggregate: always one row
     return {
         "jobs": {row[0]: row[1] for row in states},
         "relations_mib": round(int(size) / 2**20, 1),
@@ -215,7 +216,7 @@ async def held_horizon(dsn: str, pg: asyncpg.Connection, plan: Plan) -> list[dic
             )
             if held != xid % 2**32:
                 raise AssertionError(f"the horizon is no longer held (xid {xid}, now {held})")
-            point = {"processed": target, "step_s": round(took, 2)}
+            point: dict[str, Any] = {"processed": target, "step_s": round(took, 2)}
             point.update(await measure_point(subject, pg, plan))
             point["facts"] = await _facts(pg, subject.schema)
             points.append(point)

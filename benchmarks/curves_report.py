@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,24 +87,34 @@ def plots(result: dict[str, Any], out_dir: Path) -> list[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return ["matplotlib is not installed: no PNGs (the tables are in curves.md)"]
 
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
     held = result["held_horizon"]
     foreign = result["foreign_rows"]
     first = min((p["foreign"] for ps in foreign.values() for p in ps if p["foreign"]), default=1)
     styles = {"queue": "-", "job_type": "--"}
 
+    def y_scale(ax: Any, ylabel: str) -> None:
+        if "ms" in ylabel:
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=1)  # log, with 0 buffers still on the axis
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+
     def held_axes(ax: Any, title: str, ylabel: str) -> None:
         ax.set(title=title, xlabel="jobs processed under a held horizon", ylabel=ylabel)
-        ax.set_yscale("log")
+        y_scale(ax, ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
 
     def foreign_axes(ax: Any, title: str, ylabel: str) -> None:
         ax.set(title=title, xlabel="foreign due rows (0, then log)", ylabel=ylabel)
         ax.set_xscale("symlog", linthresh=first)  # log, with 0 still on the axis
-        ax.set_yscale("log")
+        y_scale(ax, ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
 
@@ -141,9 +153,26 @@ def plots(result: dict[str, Any], out_dir: Path) -> list[str]:
                 marker="o",
                 label=f"{LABELS[op]}, foreign {kind.replace('_', ' ')}",
             )
-    held_axes(left, "held horizon: buffers per operation", "shared hit + read (log)")
-    foreign_axes(right, "foreign due rows: buffers per operation", "shared hit + read (log)")
+    held_axes(left, "held horizon: buffers per operation", "shared hit + read (log above 1)")
+    foreign_axes(
+        right, "foreign due rows: buffers per operation", "shared hit + read (log above 1)"
+    )
     fig.tight_layout()
     fig.savefig(out_dir / "buffers.png", dpi=120)
     plt.close("all")
     return []
+
+
+def main(argv: list[str]) -> int:
+    """``python -m benchmarks.curves_report DIR``: curves.md and the PNGs again from
+    DIR/curves.json."""
+    out_dir = Path(argv[0])
+    result = json.loads((out_dir / "curves.json").read_text())
+    (out_dir / "curves.md").write_text(markdown(result))
+    for message in plots(result, out_dir):
+        print(message, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -92,6 +92,11 @@ def plots(result: dict[str, Any], out_dir: Path) -> list[str]:
         return ["matplotlib is not installed: no PNGs (the tables are in curves.md)"]
 
     plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+    # Of the minor ticks between powers of ten, label only 2 and 5: legible over decades.
+    two_five = matplotlib.ticker.FuncFormatter(
+        lambda v, _pos: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""
+    )
+    thousands = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}")
     held = result["held_horizon"]
     foreign = result["foreign_rows"]
     first = min((p["foreign"] for ps in foreign.values() for p in ps if p["foreign"]), default=1)
@@ -103,10 +108,11 @@ def plots(result: dict[str, Any], out_dir: Path) -> list[str]:
         else:
             ax.set_yscale("symlog", linthresh=1)  # log, with 0 buffers still on the axis
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_minor_formatter(two_five)
 
     def held_axes(ax: Any, title: str, ylabel: str) -> None:
         ax.set(title=title, xlabel="jobs processed under a held horizon", ylabel=ylabel)
+        ax.xaxis.set_major_formatter(thousands)
         y_scale(ax, ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -114,6 +120,7 @@ def plots(result: dict[str, Any], out_dir: Path) -> list[str]:
     def foreign_axes(ax: Any, title: str, ylabel: str) -> None:
         ax.set(title=title, xlabel="foreign due rows (0, then log)", ylabel=ylabel)
         ax.set_xscale("symlog", linthresh=first)  # log, with 0 still on the axis
+        ax.xaxis.set_major_formatter(thousands)
         y_scale(ax, ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")

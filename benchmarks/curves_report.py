@@ -27,12 +27,14 @@ def _cell(figure: dict[str, float]) -> str:
 
 def _table(points: list[dict[str, Any]], x: str, x_title: str) -> list[str]:
     head = [x_title, *(f"{LABELS[op]} ms" for op in OPERATIONS)]
-    head += [f"{op} buffers" for op in EXPLAINED] + ["dead tuples", "relations MiB"]
+    head += [f"{op} buffers" for op in EXPLAINED]
+    head += ["dead tuples", "autovacuum runs", "relations MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for point in points:
         cells = [f"{point[x]:,}", *(_cell(point["ms"][op]) for op in OPERATIONS)]
         cells += [f"{point['buffers'][op]:,}" for op in EXPLAINED]
-        cells += [f"{point['facts']['dead']:,}", f"{point['facts']['relations_mib']:,}"]
+        facts = point["facts"]
+        cells += [f"{facts['dead']:,}", str(facts["autovacuums"]), f"{facts['relations_mib']:,}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -59,7 +61,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Held horizon: jobs processed while a transaction holds the xmin horizon",
         "",
-        "An idle transaction with an xid stays open throughout: vacuum can remove nothing.",
+        "An idle transaction with an xid stays open throughout: vacuum can remove nothing. "
+        "Dead tuples, autovacuum runs: pg_stat_user_tables, summed over the schema.",
         "",
         *_table(result["held_horizon"], "processed", "jobs processed"),
     ]

@@ -55,9 +55,11 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Each figure: median (min-max) of {plan['repeat']} runs, pickup of "
         f"{plan['pickup_repeat']}; buffers: shared hit + read of one run under EXPLAIN "
-        "(ANALYZE, BUFFERS). Claim: the one due job of the served type; next-due lookup: "
-        "none due, one an hour away; rescue: no lease expired; pickup: an idle in-process "
-        "worker, enqueue-commit to handler start.",
+        "(ANALYZE, BUFFERS), rolled back (the second of two, so that planning the functions "
+        "it calls is not counted). Claim: the one due job of the served type; next-due "
+        "lookup: none due, one an hour away; rescue: no lease expired; pickup: an idle "
+        "in-process worker (concurrency 16), enqueue-commit to handler start, its NOTIFY "
+        "and its own claim included.",
         "",
         "## Held horizon: jobs processed while a transaction holds the xmin horizon",
         "",

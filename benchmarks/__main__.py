@@ -6,6 +6,7 @@ python -m benchmarks --smoke           # small sizes, one run each (about a minu
 python -m benchmarks --scale           # also 10k / 100k / 1M queued and 5M completed
 python -m benchmarks --compare         # also PgQueuer and procrastinate, if installed
 python -m benchmarks --only drain_c16 wakeup --json results.json
+python -m benchmarks --curves          # cost curves on a throwaway cluster (benchmarks/curves.py)
 """
 
 from __future__ import annotations
@@ -119,7 +120,15 @@ def main() -> int:
     parser.add_argument("--explain", action="store_true", help="print the claim's plans")
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), metavar="NAME")
     parser.add_argument("--json", dest="json_path", help="also write the results here")
+    parser.add_argument("--curves", action="store_true", help="only the cost curves")
+    parser.add_argument("--curves-smoke", action="store_true", help="small, quick curves")
+    parser.add_argument("--curves-max", type=int, help="jobs processed, held horizon (500,000)")
+    parser.add_argument("--curves-out", help="folder (benchmarks/results/curves-<UTC time>)")
     args = parser.parse_args()
+    if args.curves or args.curves_smoke:
+        from . import curves
+
+        return curves.main(args)
     logging.basicConfig(level=logging.WARNING)
     repeat = args.repeat or (1 if args.smoke else 5)
     names = args.only or [n for n, wl in WORKLOADS.items() if args.scale or not wl.scale]

@@ -3,22 +3,28 @@ that knows how aqueue claims, looks up the next due job and rescues (Store metho
 arguments, the names of the statements in ``aqueue/sql/queries``). Rewrite this module, and
 only this one, for another design.
 
-This design (main): ``Store.claim`` runs claim.sql, which also answers when the next job is
-due whenever it claims fewer than asked, so the next-due lookup is a claim that finds
-nothing; ``Store.rescue`` runs rescue.sql.
+This design (state tables, lane cursors, finished rings; docs/design/storage.md):
+``Store.claim`` runs claim.sql, which reads each lane from the caller's cursor and also
+answers when the next job is due whenever it claims fewer than asked, so the next-due lookup
+is a claim that finds nothing. The measuring worker keeps its cursors, claim numbers and
+promotion window between claims as the scheduler does (aqueue/_runtime/scheduler.py), minus
+the full sweep it makes every 30 s. ``Store.rescue`` runs rescue.sql.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 import aqueue
-from aqueue._store.store import Store
+from aqueue._runtime.cursors import Cursors
+from aqueue._runtime.scheduler import PROMOTE_OVERLAP
+from aqueue._store.store import Claim, Store
 
 LEASE_S = 300.0
 
@@ -32,28 +38,69 @@ class Served:
     queues: tuple[str, ...] | None
 
 
+@dataclass
+class _Claimer:
+    """What a worker keeps between claims."""
+
+    cursors: Cursors = field(default_factory=Cursors)
+    claim_no: int = 0
+    db_now: dt.datetime | None = None
+
+    def promote_since(self) -> dt.datetime | None:
+        return None if self.db_now is None else self.db_now - PROMOTE_OVERLAP
+
+
+_claimers: dict[str, _Claimer] = {}
+
+
 async def _store(app: aqueue.App) -> Store:
     return await app._get_store()
 
 
+async def _claim(
+    app: aqueue.App, served: Served, limit: int, ids: list[int], attempts: list[int]
+) -> Claim:
+    store = await _store(app)
+    claimer = _claimers.setdefault(served.worker_id, _Claimer())
+    claimer.claim_no += 1
+    claim = await store.claim(
+        limit,
+        served.job_types,
+        served.queues,
+        served.worker_id,
+        LEASE_S,
+        ids,
+        attempts,
+        claim_no=claimer.claim_no,
+        cursors=claimer.cursors.claim_sent(),
+        promote_since=claimer.promote_since(),
+    )
+    claimer.cursors.claim_done(claim.cursors)
+    claimer.db_now = claim.db_now
+    return claim
+
+
 def _claim_args(served: Served, limit: int) -> tuple[Any, ...]:
     """claim.sql's parameters, as Store.claim passes them: nothing to complete."""
+    claimer = _claimers.setdefault(served.worker_id, _Claimer())
     queues = None if served.queues is None else list(served.queues)
-    return (limit, list(served.job_types), queues, served.worker_id, LEASE_S, [], [])
+    cursors = claimer.cursors.positions()
+    return (
+        *(limit, list(served.job_types), queues, served.worker_id, LEASE_S, [], []),
+        *(claimer.claim_no + 1, list(cursors), list(cursors.values())),
+        *(claimer.promote_since(), []),
+    )
 
 
 async def process_due(app: aqueue.App, served: Served, batch: int) -> int:
     """Run every due job to completion as a worker with no-op handlers would, through the
     real statements: each claim of up to ``batch`` completes the previous claim's jobs.
     Returns how many were completed."""
-    store = await _store(app)
     ids: list[int] = []
     attempts: list[int] = []
     completed = 0
     while True:
-        claim = await store.claim(
-            batch, served.job_types, served.queues, served.worker_id, LEASE_S, ids, attempts
-        )
+        claim = await _claim(app, served, batch, ids, attempts)
         completed += len(claim.completed)
         if not claim.jobs:
             return completed
@@ -65,7 +112,7 @@ async def claim_once(app: aqueue.App, served: Served) -> float:
     """Claim the one due job (timed, ms), then complete it (not timed)."""
     store = await _store(app)
     start = time.perf_counter()
-    claim = await store.claim(1, served.job_types, served.queues, served.worker_id, LEASE_S)
+    claim = await _claim(app, served, 1, [], [])
     elapsed = (time.perf_counter() - start) * 1000
     if len(claim.jobs) != 1:
         raise AssertionError(f"expected to claim one due job, claimed {len(claim.jobs)}")
@@ -78,9 +125,8 @@ async def claim_once(app: aqueue.App, served: Served) -> float:
 
 async def next_due_once(app: aqueue.App, served: Served) -> float:
     """Look up when the next job is due, none being due now (ms)."""
-    store = await _store(app)
     start = time.perf_counter()
-    claim = await store.claim(1, served.job_types, served.queues, served.worker_id, LEASE_S)
+    claim = await _claim(app, served, 1, [], [])
     elapsed = (time.perf_counter() - start) * 1000
     if claim.jobs or claim.next_due_s is None or claim.next_due_s <= 0:
         raise AssertionError(f"expected no due job and a later one, got {claim}")
@@ -91,7 +137,7 @@ async def rescue_once(app: aqueue.App, served: Served) -> float:
     """Look for expired leases, there being none (ms)."""
     store = await _store(app)
     start = time.perf_counter()
-    rescued = await store.rescue(served.worker_id, [])
+    rescued = await store.rescue(served.worker_id)
     elapsed = (time.perf_counter() - start) * 1000
     if rescued:
         raise AssertionError(f"expected no expired lease, rescued {rescued}")
@@ -112,7 +158,7 @@ async def explain_buffers(
     if operation in ("claim", "next_due"):
         text, args = store._sql["claim"], _claim_args(served, 1)
     elif operation == "rescue":
-        text, args = store._sql["rescue"], (served.worker_id, [])
+        text, args = store._sql["rescue"], (served.worker_id,)
     else:
         raise ValueError(f"unknown operation {operation!r}")
     plan: Any = None

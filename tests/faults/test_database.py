@@ -43,10 +43,11 @@ async def start_latency_s(db: asyncpg.Connection, schema: str, job_id: int) -> f
 
 
 async def listen_backends(db: asyncpg.Connection) -> list[int]:
-    """Backends of LISTEN connections: their last statement was the LISTEN or a keepalive."""
+    """Backends of LISTEN connections: their last statement was the LISTEN, a keepalive or
+    a heartbeat (which a healthy worker sends only over its LISTEN connection)."""
     rows = await db.fetch(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'aqueue' "
-        "AND (query LIKE 'LISTEN%' OR query LIKE '-- ping:%')"
+        "AND (query LIKE 'LISTEN%' OR query LIKE '-- ping:%' OR query LIKE '-- heartbeat%')"
     )
     return [r[0] for r in rows]
 

@@ -6,6 +6,7 @@ python -m benchmarks --smoke           # small sizes, one run each (about a minu
 python -m benchmarks --scale           # also 10k / 100k / 1M queued and 5M completed
 python -m benchmarks --compare         # also PgQueuer and procrastinate, if installed
 python -m benchmarks --only drain_c16 wakeup --json results.json
+python -m benchmarks --soak            # the soak benchmark instead (--soak --help: its options)
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ WORKLOADS = {
 
 
 def main() -> int:
+    if "--soak" in sys.argv[1:]:
+        # Its own options (python -m benchmarks --soak --help); lazily imported.
+        from . import soak
+
+        return soak.main([arg for arg in sys.argv[1:] if arg != "--soak"])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=__doc__.split("\n")[0],
@@ -119,6 +125,7 @@ def main() -> int:
     parser.add_argument("--explain", action="store_true", help="print the claim's plans")
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), metavar="NAME")
     parser.add_argument("--json", dest="json_path", help="also write the results here")
+    parser.add_argument("--soak", action="store_true", help="the soak benchmark instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     repeat = args.repeat or (1 if args.smoke else 5)

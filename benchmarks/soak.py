@@ -286,7 +286,9 @@ class Soak:
         rolling = Histogram.merged(self.windows)
         interval = self.windows[-1]
         rows = await pg.fetch(RELATIONS_SQL, SCHEMA)
-        xmin_age, autovacuum_workers = await pg.fetchrow(XMIN_SQL)
+        horizon = await pg.fetchrow(XMIN_SQL)
+        assert horizon is not None  # an aggregate: always one row
+        xmin_age, autovacuum_workers = horizon
         elapsed = t - last["t"]
         relations = {
             r["name"]: {

@@ -56,7 +56,8 @@ def _burst_drain(samples: list[Result], rate: float) -> Result:
     one second of jobs queued at both ends (the worker was busy all along); if it never
     lasted a whole sample, over those it ended in (a lower bound). Also the peak backlog, and
     when it was gone."""
-    falling, partial = [], []
+    falling: list[float] = []
+    partial: list[float] = []
     for before, after in itertools.pairwise(samples):
         if before["depth"] > rate and after["depth"] < before["depth"]:
             busy = after["depth"] > rate

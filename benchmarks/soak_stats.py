@@ -54,7 +54,9 @@ class Histogram:
         for index, n in enumerate(self.counts):
             seen += n
             if seen >= rank:
-                return min(self.max_ms, LOW_MS * GROWTH ** max(0, index))
+                if index == BUCKETS - 1:  # the open-ended last bucket
+                    return self.max_ms
+                return min(self.max_ms, LOW_MS * GROWTH**index)
         return self.max_ms
 
 

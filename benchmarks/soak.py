@@ -540,6 +540,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--worker-arg=--retention-s=3600 once the worker has that option",
     )
     parser.add_argument("--out", type=Path, help="default benchmarks/results/soak-<UTC time>/")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="DIR",
+        help="no run: judge DIR/soak.json again and rewrite its report.md and plots",
+    )
     args = parser.parse_args(argv)
     if args.rate is None:
         args.rate = SMOKE_RATE if args.smoke else 800.0
@@ -549,8 +555,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def write_outputs(result: dict[str, Any], out: Path) -> bool:
+    """Judge the run, write soak.json, the plots and report.md in ``out`` (and print the
+    report); whether every offered job completed."""
+    result["summary"] = soak_report.summarize(result)
+    with open(out / "soak.json", "w") as f:
+        json.dump(result, f, indent=1)
+    plots = soak_report.plots(result, out)
+    markdown = soak_report.markdown(result, plots)
+    (out / "report.md").write_text(markdown)
+    print("\n" + markdown)
+    return bool(result["verification"]["every_job_completed"])
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.render is not None:
+        return (
+            0
+            if write_outputs(json.loads((args.render / "soak.json").read_text()), args.render)
+            else 1
+        )
     phases = plan(args)
     total = sum(p.seconds for p in phases)
     print(
@@ -568,14 +593,7 @@ def main(argv: list[str]) -> int:
             dsn = stack.enter_context(throwaway_cluster())
         soak_run = Soak(dsn, phases, args)
         result = anyio.run(soak_run.run, backend="asyncio", backend_options={"use_uvloop": True})
-    result["summary"] = soak_report.summarize(result)
-    with open(args.out / "soak.json", "w") as f:
-        json.dump(result, f, indent=1)
-    plots = soak_report.plots(result, args.out)
-    markdown = soak_report.markdown(result, plots)
-    (args.out / "report.md").write_text(markdown)
-    print("\n" + markdown)
-    return 0 if result["verification"]["every_job_completed"] else 1
+    return 0 if write_outputs(result, args.out) else 1
 
 
 @contextlib.contextmanager

@@ -442,6 +442,8 @@ def plots(result: Result, out: Path) -> list[str] | None:
     for name in names:
         if samples[-1]["relations"][name]["kind"] in ("table", "toast"):
             values = [s["relations"].get(name, {}).get("n_dead_tup") for s in samples]
+            if not any(values):
+                continue  # never a dead tuple: a flat line at 0 in the legend says nothing
             ax.plot(minutes, [math.nan if v is None else v for v in values], label=name, lw=1.2)
     ax.set_ylabel("n_dead_tup")
     age_ax = ax.twinx()

@@ -272,7 +272,8 @@ def markdown(result: Result, plots: list[str] | None) -> str:
     ]
     for p in summary["phases"]:
         goals = "; ".join(
-            f"{g['goal']}: {g['value']} {_mark(g['pass'], neither='')}".strip() for g in p["goals"]
+            f"{g['goal']}: " + " ".join(x for x in (g["value"], _mark(g["pass"], neither="")) if x)
+            for g in p["goals"]
         )
         lines.append(
             f"| {p['phase']} | {p['seconds']:.0f} | {_n(p['offered_per_s'])} | "

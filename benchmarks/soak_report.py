@@ -304,7 +304,9 @@ def markdown(result: Result, plots: list[str] | None) -> str:
         reads = ", ".join(f"{ms:,.0f}" for ms in result["reads_ms"])
         lines.append(f"- readers' reads of background_jobs took {reads} ms")
     lines.append(
-        f"- the final drain took {result['drain_s']:.1f} s; worker peak RSS "
+        f"- the final drain took {result['drain_s']:.1f} s"
+        + ("" if result.get("drained", True) else " and timed out (--drain-timeout-s)")
+        + "; worker peak RSS "
         f"{result['worker_peak_rss_mib']:.1f} MiB"
     )
     sizes = summary["sizes"]

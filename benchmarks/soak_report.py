@@ -303,8 +303,17 @@ def markdown(result: Result, plots: list[str] | None) -> str:
     if result["reads_ms"]:
         reads = ", ".join(f"{ms:,.0f}" for ms in result["reads_ms"])
         lines.append(f"- readers' reads of background_jobs took {reads} ms")
+    phases = result["phases"]
+    backlog = phases[-1]["offered_end"] - phases[-1]["completed_end"] if phases else 0
+    drained = verification["reports_received"] - (phases[-1]["completed_end"] if phases else 0)
     lines.append(
-        f"- the final drain took {result['drain_s']:.1f} s"
+        f"- the final drain: {backlog:,} jobs left when the producer stopped"
+        + (
+            f", {drained:,} of them started in it ({drained / result['drain_s']:,.0f} jobs/s)"
+            if backlog > 1000 and result["drain_s"] > 0
+            else ""
+        )
+        + f"; it took {result['drain_s']:.1f} s"
         + ("" if result.get("drained", True) else " and timed out (--drain-timeout-s)")
         + "; worker peak RSS "
         f"{result['worker_peak_rss_mib']:.1f} MiB"

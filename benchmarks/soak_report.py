@@ -297,8 +297,12 @@ def markdown(result: Result, plots: list[str] | None) -> str:
                 f"drain while it fell {'≥ ' if b['lower_bound'] else ''}"
                 f"{_n(b['drain_per_s'])} jobs/s over "
                 f"{b['falling_samples']} samples (fresh table, README: drain_c16 8,309, drain_c64 "
-                f"18,541 jobs/s, no-op jobs); backlog under 1 s of jobs at "
-                f"t={_n(b['backlog_gone_t'])} s"
+                f"18,541 jobs/s, no-op jobs); backlog under 1 s of jobs "
+                + (
+                    "not within the phases"
+                    if b["backlog_gone_t"] is None
+                    else f"at t={b['backlog_gone_t']:,.0f} s"
+                )
             )
     if result["reads_ms"]:
         reads = ", ".join(f"{ms:,.0f}" for ms in result["reads_ms"])

@@ -8,6 +8,7 @@ python -m benchmarks --soak --phase-s clean=600 idle_in_tx=600
 python -m benchmarks --soak --hours 1            # one long clean phase; sizes at 10 min vs end
 python -m benchmarks --soak --smoke              # about a minute at 200/s (what the tests run)
 python -m benchmarks --soak --worker-arg=--lease-s=60   # extra arguments for the worker
+python -m benchmarks --soak --render DIR        # no run: judge DIR/soak.json again
 
 Phases (seconds; ``--phase-s NAME=S`` changes one): clean 180, idle_in_tx 180 (a connection
 idle in a transaction that has an xid), after_idle_in_tx 90, readers 180 (four overlapping

@@ -1,7 +1,8 @@
 """The one entry point for checks: ``nox`` runs lint, typecheck, tests (the fault suite
 and a one-minute smoke run of the benchmarks included) and tests_lowest (the dependencies'
 lower bounds); ``nox -s faults`` runs the fault-injection suite alone; ``nox -s bench`` the
-benchmarks; ``nox -s protos`` regenerates the committed protobuf modules."""
+benchmarks; ``nox -s soak`` the soak benchmark; ``nox -s protos`` regenerates the committed
+protobuf modules."""
 
 from __future__ import annotations
 
@@ -75,6 +76,16 @@ def bench(session: nox.Session) -> None:
     Arguments go to ``python -m benchmarks``: ``nox -s bench -- --smoke``, ``-- --scale``."""
     session.install("-e", ".[embedded,test]", *PEERS)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The soak benchmark (benchmarks/soak.py): minutes to hours of a steady rate through
+    phases that hold the xmin horizon, on a throwaway cluster with autovacuum at its defaults;
+    writes report.md, soak.json and PNG plots. Arguments go to ``python -m benchmarks --soak``:
+    ``nox -s soak -- --rate 3000``, ``-- --hours 1``, ``-- --smoke``."""
+    session.install("-e", ".[embedded,test,bench]")
+    session.run("python", "-m", "benchmarks", "--soak", *session.posargs)
 
 
 @nox.session

@@ -7,6 +7,7 @@ python -m benchmarks --scale           # also 10k / 100k / 1M queued and 5M comp
 python -m benchmarks --compare         # also PgQueuer and procrastinate, if installed
 python -m benchmarks --only drain_c16 wakeup --json results.json
 python -m benchmarks --curves          # cost curves on a throwaway cluster (benchmarks/curves.py)
+python -m benchmarks --soak            # the soak benchmark instead (--soak --help: its options)
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ WORKLOADS = {
 
 
 def main() -> int:
+    if "--soak" in sys.argv[1:]:
+        # Its own options (python -m benchmarks --soak --help); lazily imported.
+        from . import soak
+
+        return soak.main([arg for arg in sys.argv[1:] if arg != "--soak"])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=__doc__.split("\n")[0],
@@ -124,6 +130,7 @@ def main() -> int:
     parser.add_argument("--curves-smoke", action="store_true", help="small, quick curves")
     parser.add_argument("--curves-max", type=int, help="jobs processed, held horizon (500,000)")
     parser.add_argument("--curves-out", help="folder (benchmarks/results/curves-<UTC time>)")
+    parser.add_argument("--soak", action="store_true", help="the soak benchmark instead")
     args = parser.parse_args()
     if args.curves or args.curves_smoke:
         from . import curves

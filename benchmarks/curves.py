@@ -32,7 +32,13 @@ from google.protobuf.empty_pb2 import Empty
 import aqueue
 
 # The fault suite's throwaway cluster (moving to benchmarks/cluster.py): imported here only.
-from tests.faults.cluster import CONFIG, Cluster
+from .cluster import Cluster
+
+# The throwaway cluster's additions to postgresql.conf: autovacuum stays at its defaults.
+# fsync off: the disk is not what is measured.
+CONFIG = """
+fsync = off
+"""
 
 from . import curves_ops as ops
 from . import curves_report
@@ -304,7 +310,7 @@ def main(args: argparse.Namespace) -> int:
     folder = Path(tempfile.mkdtemp(prefix="aqueue-curves-"))
     folder.chmod(0o755)  # the server runs as an unprivileged user when we are root
     try:
-        cluster = Cluster(folder)
+        cluster = Cluster(folder, CONFIG, log_name="curves.log")
         try:
             result = anyio.run(
                 run, cluster.dsn(), plan, backend="asyncio", backend_options={"use_uvloop": True}

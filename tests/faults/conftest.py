@@ -15,7 +15,7 @@ import pytest
 
 import aqueue
 from tests import apps
-from tests.faults.cluster import Cluster
+from tests.faults.cluster import CONFIG, Cluster
 from tests.helpers import WorkerProcess
 
 CANARY_USER = "canary"
@@ -51,7 +51,7 @@ def anyio_backend() -> str:
 def cluster() -> Iterator[Cluster]:
     folder = Path(tempfile.mkdtemp(prefix="aqueue-faults-"))
     folder.chmod(0o755)  # the server runs as an unprivileged user when we are root
-    cluster = Cluster(folder)
+    cluster = Cluster(folder, CONFIG, log_name="fault-suite.log")
     try:
         # A role that must give its password (for the secrets test): scram, not trust.
         hba = cluster.pgdata / "pg_hba.conf"

@@ -34,16 +34,16 @@ import aqueue
 # The fault suite's throwaway cluster (moving to benchmarks/cluster.py): imported here only.
 from .cluster import Cluster
 
+from . import curves_ops as ops
+from . import curves_report
+from .curves_report import OPERATIONS
+from .harness import ROOT, machine_facts
+
 # The throwaway cluster's additions to postgresql.conf: autovacuum stays at its defaults.
 # fsync off: the disk is not what is measured.
 CONFIG = """
 fsync = off
 """
-
-from . import curves_ops as ops
-from . import curves_report
-from .curves_report import OPERATIONS
-from .harness import ROOT, machine_facts
 
 log = logging.getLogger("benchmarks.curves")
 

@@ -31,11 +31,11 @@ from google.protobuf.empty_pb2 import Empty
 
 import aqueue
 
-# The fault suite's throwaway cluster (moving to benchmarks/cluster.py): imported here only.
-from .cluster import Cluster
-
 from . import curves_ops as ops
 from . import curves_report
+
+# The throwaway cluster (shared with the fault suite and the soak).
+from .cluster import Cluster
 from .curves_report import OPERATIONS
 from .harness import ROOT, machine_facts
 

@@ -26,7 +26,10 @@ from aqueue._runtime.cursors import Cursors
 from aqueue._runtime.scheduler import PROMOTE_OVERLAP
 from aqueue._store.store import Claim, Store
 
-LEASE_S = 300.0
+# Longer than any run: a worker's heartbeats renew its lease (one row per beat, whatever the
+# jobs processed); the measuring worker has no heartbeat, and a lease of its that ran out
+# would make every claim register the worker again (a new workers row version per claim).
+LEASE_S = 86_400.0
 
 
 @dataclass(frozen=True)

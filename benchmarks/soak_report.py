@@ -366,7 +366,8 @@ def markdown(result: Result, plots: list[str] | None) -> str:
         "",
         "## Every job",
         "",
-        f"Offered {verification['offered']:,}; in the view: {states}; handler reports "
+        f"Offered {verification['offered']:,}; in the view: {states} (removed by retention: "
+        f"{verification.get('removed_by_retention', 0):,}); handler reports "
         f"{verification['reports_received']:,} (sequence numbers missing: "
         f"{verification['seqs_missing']}, duplicates: {verification['duplicate_reports']}). "
         + (

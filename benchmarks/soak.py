@@ -60,6 +60,9 @@ BURST_FACTOR = 10
 SIZES_EARLY_S = 600  # the 1-hour goal compares sizes at the end with those at 10 min
 
 # kind: clean | held (the horizon is held) | recovery (after a held phase) | burst | drain
+# Jobs enqueued at once before the phases, whose drain rate the burst's is judged against.
+FRESH_DRAIN_JOBS = 50_000
+FRESH_DRAIN_SMOKE = 2_000
 DEFAULT_PHASES: list[tuple[str, float, str]] = [
     ("clean", 180, "clean"),
     ("idle_in_tx", 180, "held"),
@@ -226,13 +229,14 @@ class Soak:
         """Every 10 ms, enqueue in ONE call what is owed on wall-clock time: a slow call means
         a bigger next batch, never fewer jobs."""
         owed = 0.0
+        before = self.offered  # the fresh drain's jobs
         last = time.perf_counter()
         tick = last
         while self.producing:
             now = time.perf_counter()
             owed += self.rate * (now - last)
             last = now
-            due = math.floor(owed) - self.offered
+            due = math.floor(owed) - (self.offered - before)
             if due > 0:
                 first = self.offered
                 index = self.batches.begin(first)
@@ -242,6 +246,30 @@ class Soak:
                 self.batches.end(index, time.time())
             tick = max(tick + TICK_S, time.perf_counter())
             await anyio.sleep(max(0.0, tick - time.perf_counter()))
+
+    async def fresh_drain(self) -> dict[str, float]:
+        """Before the phases, on the fresh tables: ``FRESH_DRAIN_JOBS`` of the soak's own job
+        enqueued at once, and how fast this worker drains them (first report to last): the
+        rate the burst's backlog is judged against. They count as offered jobs."""
+        n = FRESH_DRAIN_SMOKE if self.args.smoke else FRESH_DRAIN_JOBS
+        first = self.offered
+        self.offered += n
+        began = math.nan
+        for start in range(first, first + n, 10_000):
+            count = min(10_000, first + n - start)
+            index = self.batches.begin(start)
+            await app.enqueue_many(soak, [Int64Value(value=i) for i in range(start, start + count)])
+            self.batches.end(index, time.time())
+            if math.isnan(began):
+                began = time.perf_counter()  # the first jobs are committed: the drain begins
+        with anyio.fail_after(max(60.0, n / 500)):
+            # Polled: the report protocol only counts; 10 ms is the measurement's resolution.
+            while self.reports.received < self.offered:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        elapsed = time.perf_counter() - began
+        self.reports.take()  # its latencies are not the phases'
+        print(f"  fresh drain: {n / elapsed:,.0f} jobs/s", file=sys.stderr, flush=True)
+        return {"jobs": n, "seconds": elapsed, "jobs_per_s": n / elapsed}
 
     # --- what holds the horizon -----------------------------------------------------------
     async def hold_idle_in_transaction(self) -> None:
@@ -346,7 +374,11 @@ class Soak:
 
     async def sampler(self, pg: asyncpg.Connection) -> None:
         """A sample every 5 s on an absolute schedule from the start."""
-        last: dict[str, Any] = {"t": 0.0, "offered": 0, "completed": 0}
+        last: dict[str, Any] = {
+            "t": 0.0,
+            "offered": self.offered,
+            "completed": self.reports.received,
+        }
         k = 1
         while True:
             await anyio.sleep(max(0.0, k * SAMPLE_S - self.now_s()))
@@ -452,6 +484,7 @@ class Soak:
                     # A second connection: the sampler's queries must not wait for the drain's.
                     sampler_pg = await asyncpg.connect(self.dsn)
                     try:
+                        fresh = await self.fresh_drain()
                         self.t0 = time.perf_counter()
                         tg.start_soon(self.sampler, sampler_pg)
                         self.rate = self.phases[0].rate
@@ -466,6 +499,9 @@ class Soak:
                         with anyio.CancelScope(shield=True):
                             await sampler_pg.close()
                     rss = worker.peak_rss_mib()
+            if self.args.out is not None:
+                self.args.out.mkdir(parents=True, exist_ok=True)
+                (self.args.out / "worker.log").write_text("\n".join(worker.output) + "\n")
             verification = await self.verify(pg)
             facts["loadavg_end"] = os.getloadavg()
         finally:
@@ -488,6 +524,7 @@ class Soak:
             "machine": facts,
             "settings": settings,
             "phases": [asdict(p) for p in self.phases],
+            "fresh_drain": fresh,
             "drain_s": drain_s,
             "drained": drained,
             "worker_peak_rss_mib": rss,

@@ -148,14 +148,17 @@ def summarize(result: Result) -> Result:
                 )
             else:
                 d = drain["drain_per_s"]
+                # The fresh tables' drain of the same job by the same worker, measured before
+                # the phases; runs from before it existed: the README's no-op drain_c16.
+                fresh = (result.get("fresh_drain") or {}).get("jobs_per_s") or FRESH_DRAIN_C16
+                what = "fresh drain" if result.get("fresh_drain") else "fresh drain_c16"
                 goals.append(
                     {
-                        "goal": f"drain ≥ fresh drain_c16 {FRESH_DRAIN_C16:,.0f}/s",
+                        "goal": f"drain ≥ {what} {fresh:,.0f}/s",
                         "value": f"{'≥ ' if drain['lower_bound'] else ''}{d:,.0f}/s "
-                        f"({d / FRESH_DRAIN_C16:.0%} of c16, "
-                        f"{d / FRESH_DRAIN_C64:.0%} of c64)",
+                        f"({d / fresh:.0%})",
                         # a lower bound below the bar judges nothing
-                        "pass": d >= FRESH_DRAIN_C16 or (None if drain["lower_bound"] else False),
+                        "pass": d >= fresh or (None if drain["lower_bound"] else False),
                     }
                 )
         end = mine[-1] if mine else None
@@ -296,14 +299,20 @@ def markdown(result: Result, plots: list[str] | None) -> str:
                 f"- burst: peak backlog {b['peak_depth']:,} jobs at t={_n(b['peak_t'])} s; "
                 f"drain while it fell {'≥ ' if b['lower_bound'] else ''}"
                 f"{_n(b['drain_per_s'])} jobs/s over "
-                f"{b['falling_samples']} samples (fresh table, README: drain_c16 8,309, drain_c64 "
-                f"18,541 jobs/s, no-op jobs); backlog under 1 s of jobs "
+                f"{b['falling_samples']} samples (README's fresh-table no-op drains: c16 8,309, "
+                f"c64 18,541 jobs/s); backlog under 1 s of jobs "
                 + (
                     "not within the phases"
                     if b["backlog_gone_t"] is None
                     else f"at t={b['backlog_gone_t']:,.0f} s"
                 )
             )
+    if result.get("fresh_drain"):
+        f = result["fresh_drain"]
+        lines.append(
+            f"- fresh drain (before the phases: {f['jobs']:,} jobs enqueued at once, this job "
+            f"and worker): {f['jobs_per_s']:,.0f} jobs/s, the burst's bar"
+        )
     if result["reads_ms"]:
         reads = ", ".join(f"{ms:,.0f}" for ms in result["reads_ms"])
         lines.append(f"- readers' reads of background_jobs took {reads} ms")

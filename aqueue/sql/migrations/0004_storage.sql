@@ -424,6 +424,9 @@ $$;
 CREATE FUNCTION {schema}.complete(ids bigint[], attempts int[], w text)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
+-- Primary-key lookups, whatever the statistics say: jobs_running holds a few live rows and,
+-- while the vacuum horizon is held, a heap of dead ones that a sequential scan would read.
+SET enable_seqscan = off SET jit = off
 AS $$
 BEGIN
     IF cardinality(ids) = 0 THEN

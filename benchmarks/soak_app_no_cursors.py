@@ -11,4 +11,4 @@ from .soak_app import app, soak
 
 __all__ = ["app", "soak"]
 
-scheduler.SWEEP_INTERVAL_S = 0.0  # a full sweep (no cursors) at every claim
+scheduler.USE_CURSORS = False  # every claim reads every lane from its start

@@ -17,6 +17,7 @@ import anyio
 from .._store.store import Store
 from ..config import FAILED_RETENTION_S_DEFAULT, RETENTION_S_DEFAULT
 from ..errors import DatabaseError
+from .cursors import Cursors
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
@@ -24,6 +25,9 @@ log = logging.getLogger("aqueue.worker")
 # How often a worker writes its workers row again (job types and queues; heartbeats renew its
 # lease, and a claim registers the worker again if a rescue removed the row).
 REGISTER_INTERVAL_S = 600.0
+# How often a worker checks that no job waits behind its lane cursors (the NOTIFY of its
+# commit lost) and promotes delayed jobs overdue beyond any claim's window.
+LOOK_BEHIND_INTERVAL_S = 30.0
 UNSERVED_INTERVAL_S = 60.0  # how often the unserved jobs are counted (and logged) at most
 UNSERVED_MAX_ROWS = 10_000  # due jobs counted at most per lane (job type, queue, priority)
 UNSERVED_TIMEOUT_S = 2.0  # the count gives up rather than weigh on a busy database
@@ -47,6 +51,8 @@ class Maintenance:
         retention_s: float = RETENTION_S_DEFAULT,
         failed_retention_s: float = FAILED_RETENTION_S_DEFAULT,
         unserved_interval_s: float = UNSERVED_INTERVAL_S,
+        cursors: Cursors | None = None,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -65,6 +71,10 @@ class Maintenance:
         self._retention_s = {"done": retention_s, "failed": failed_retention_s}
         self.pruned = 0  # finished jobs removed by retention (an estimate)
         self._unserved_due: float | None = None  # when the unserved jobs are next counted
+        self._cursors = cursors
+        self._wake = wake  # the scheduler: claim again
+        self._look_behind_due = -float("inf")
+        self.looked_behind = 0  # lanes whose cursor the look-behind moved back
 
     async def run(self) -> None:
         try:
@@ -123,7 +133,28 @@ class Maintenance:
             )
             self._on_rescued(rescued)
         await self._prune()
+        await self._look_behind()
         await self._count_unserved()
+
+    async def _look_behind(self) -> None:
+        """Every ``LOOK_BEHIND_INTERVAL_S``, the scheduler's lane cursors are checked for rows
+        left behind them (a lost NOTIFY), here rather than in a claim: under a held vacuum
+        horizon this read walks the lanes' dead entries, and no claim should wait on that."""
+        if self._cursors is None or self._clock() < self._look_behind_due:
+            return
+        self._look_behind_due = self._clock() + LOOK_BEHIND_INTERVAL_S
+        try:
+            behind = await self._store.look_behind(self._cursors.positions())
+        except DatabaseError as exc:
+            self._throttled.warning("%s", exc)
+            return
+        for lane, seq in behind.items():
+            self._cursors.notified(lane, seq)
+        if behind:
+            self._wake()
+            self.looked_behind += len(behind)
+            # Usually a commit whose NOTIFY is on its way; else one that was lost.
+            log.info("look_behind: jobs behind this worker's cursor in %d lane(s)", len(behind))
 
     async def _prune(self) -> None:
         """Retention: move each ring of finished jobs on when its time has come. Every worker

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -24,10 +23,10 @@ log = logging.getLogger("aqueue.worker")
 # When jobs are due but another worker holds their row locks (SKIP LOCKED skipped them), look
 # again soon, backing off while that lasts.
 LOCKED_RETRY_MIN_S = 0.02
-# Every so often a claim reads every lane from its start and every delayed job, whatever the
-# cursors say: a row a rolled-back claimer had locked, or one a long transaction committed
-# behind the promotion's window, waits at most this long.
-SWEEP_INTERVAL_S = 30.0
+# Claims read each lane from this worker's cursor (off: every claim reads every lane, and
+# every delayed job, from the start; for measuring what the cursors are worth). Rows behind a
+# cursor are found by the NOTIFY of their commit, else by the maintenance's look-behind.
+USE_CURSORS = True
 # Delayed jobs due up to this long before the last claim are looked at again: a transaction
 # that enqueued a job due soon may commit a little after its due time.
 PROMOTE_OVERLAP = dt.timedelta(seconds=10)
@@ -69,7 +68,6 @@ class Scheduler:
         self._claim_no = 0
         self._lost_claims: list[int] = []
         self._db_now: dt.datetime | None = None  # the database clock at the last claim
-        self._sweep_due = 0.0  # monotonic time of the next full sweep
         self.claims = 0
         self.claimed = 0
         self.sleeping = False  # waiting with nothing due that it could take
@@ -126,11 +124,10 @@ class Scheduler:
 
     async def _claim(self, free: int) -> Claim:
         """Claim up to ``free`` jobs, writing the completions that are waiting on the way."""
-        now = time.monotonic()
-        if now >= self._sweep_due or self._db_now is None:
-            self._sweep_due = now + SWEEP_INTERVAL_S
+        if not USE_CURSORS:
             self.cursors.reset()
-            promote_since = None
+        if self._db_now is None or not USE_CURSORS:
+            promote_since = None  # the first claim looks at every delayed job
         else:
             promote_since = self._db_now - PROMOTE_OVERLAP
         done = self._completer.take_completions()

@@ -207,6 +207,8 @@ class Worker:
             queues=settings.queues,
             retention_s=settings.retention_s,
             failed_retention_s=settings.failed_retention_s,
+            cursors=self._scheduler.cursors,
+            wake=self._scheduler.wake,
         )
 
     # -- public ---------------------------------------------------------------------------

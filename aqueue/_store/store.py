@@ -328,6 +328,13 @@ class Store:
         rows = await self._fetch("cancel", job_id)
         return str(rows[0][0]) if rows else None
 
+    async def look_behind(self, cursors: Mapping[int, int]) -> dict[int, int]:
+        """Promote delayed jobs overdue beyond any claim's window, and find the rows still
+        waiting behind ``cursors`` (lane id -> seq): ``{lane: lowest seq behind}``."""
+        lanes = list(cursors)
+        rows = await self._fetch("look_behind", lanes, [cursors[lane] for lane in lanes])
+        return {row[0]: row[1] for row in rows if row[0] is not None}
+
     async def rescue(self, worker_id: str) -> dict[int, str]:
         """Return the running jobs of workers whose lease expired (never ``worker_id``'s, the
         caller's) to the queue; ``{id: new state}``."""

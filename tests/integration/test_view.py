@@ -213,3 +213,39 @@ async def test_a_job_committed_behind_the_cursor_is_claimed_when_it_commits(
             await both.wait()
         assert time.perf_counter() - t0 < 5.0
     assert ran == ["first", "fast", "slow tx"]
+
+
+async def test_a_job_behind_the_cursor_whose_notify_was_lost_is_found_by_maintenance(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row appears behind the worker's cursor with no NOTIFY (triggers off, as if the
+    notification were lost): no claim would read it, and the 60 s poll does not help; the
+    maintenance's look-behind finds it and moves the cursor back."""
+    from aqueue._runtime import maintenance
+
+    monkeypatch.setattr(maintenance, "LOOK_BEHIND_INTERVAL_S", 0.2)
+    ran: list[str] = []
+    done = anyio.Event()
+
+    @app.job(payload=Task)
+    async def hidden(payload: Task) -> None:
+        ran.append(payload.label)
+        if payload.label == "hidden":
+            done.set()
+
+    async with app.worker(poll_interval_s=60, maintenance_interval_s=0.1) as worker:
+        await app.enqueue(hidden, Task(label="first"))  # the lane exists, the cursor past it
+        await worker.wait_until(lambda s: s.completed == 1)
+        async with pg.transaction():
+            await pg.execute("SET LOCAL session_replication_role = replica")  # no triggers
+            await pg.execute(
+                f"""INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
+                    next_attempt_after, try_count, max_tries, priority, payload, lane_id, seq)
+                SELECT nextval('{schema}.job_id_seq'), 'hidden', 'default', 'pending', now(),
+                       now(), 0, 5, 10, $1, lane_id, 0
+                FROM {schema}.lanes WHERE job_type = 'hidden'""",
+                Task(label="hidden").SerializeToString(),
+            )
+        with anyio.fail_after(10):
+            await done.wait()
+    assert ran == ["first", "hidden"]

@@ -92,7 +92,8 @@ def test_the_soak_smoke_run_completes_every_phase_and_every_job(tmp_path: Path) 
     last = samples[-1]
     assert last["relations"], "no relation of the schema was sampled"
     assert any(r["kind"] == "index" for r in last["relations"].values())
-    assert all(r["bytes"] > 0 for r in last["relations"].values() if r["kind"] == "table")
+    # Some tables are empty at the end (no job waits delayed, none failed): not all > 0.
+    assert sum(r["bytes"] for r in last["relations"].values() if r["kind"] == "table") > 0
     assert any(s["xmin_age"] > 0 for s in samples if s["phase"] == "idle_in_tx")
 
     report = (tmp_path / "report.md").read_text()

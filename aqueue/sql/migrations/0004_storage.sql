@@ -248,7 +248,9 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ),
     gone AS (
-        DELETE FROM {schema}.jobs_delayed AS d USING due WHERE d.id = due.id RETURNING d.*
+        DELETE FROM {schema}.jobs_delayed AS d
+        WHERE d.id = ANY(ARRAY(SELECT due.id FROM due))
+        RETURNING d.*
     )
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
         try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)
@@ -360,7 +362,11 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ),
     gone AS (
-        DELETE FROM {schema}.jobs_ready AS r USING locked WHERE r.id = locked.id RETURNING r.*
+        -- id = ANY(array), not a join with locked: the planner once joined a full scan of
+        -- the primary key (every dead entry, under a held horizon) to the locked ids.
+        DELETE FROM {schema}.jobs_ready AS r
+        WHERE r.id = ANY(ARRAY(SELECT locked.id FROM locked))
+        RETURNING r.*
     ),
     started AS (
         INSERT INTO {schema}.jobs_running (id, job_type, queue, queued, next_attempt_after,

@@ -8,7 +8,7 @@ every insert into jobs_ready sends, at commit, its lane and lowest seq through N
 are applied after its reply, which may move the same cursors forward. When notifications may
 have been lost (the LISTEN connection dropped), the cursors are dropped (:meth:`reset`) and
 the next claim reads every lane from its start; and the worker's maintenance looks behind the
-cursors every 30 s (off the claim path) and moves back any with rows still behind it. Rows a
+cursors every 10 s (off the claim path) and moves back any with rows still behind it. Rows a
 claimer locked and then gave back are never behind anyone's cursor: other claimers, which
 skipped them as locked, stop short of them.
 """

@@ -27,7 +27,7 @@ log = logging.getLogger("aqueue.worker")
 REGISTER_INTERVAL_S = 600.0
 # How often a worker checks that no job waits behind its lane cursors (the NOTIFY of its
 # commit lost) and promotes delayed jobs overdue beyond any claim's window.
-LOOK_BEHIND_INTERVAL_S = 30.0
+LOOK_BEHIND_INTERVAL_S = 10.0
 UNSERVED_INTERVAL_S = 60.0  # how often the unserved jobs are counted (and logged) at most
 UNSERVED_MAX_ROWS = 10_000  # due jobs counted at most per lane (job type, queue, priority)
 UNSERVED_TIMEOUT_S = 2.0  # the count gives up rather than weigh on a busy database
@@ -148,13 +148,20 @@ class Maintenance:
         except DatabaseError as exc:
             self._throttled.warning("%s", exc)
             return
+        positions = self._cursors.positions()
         for lane, seq in behind.items():
             self._cursors.notified(lane, seq)
         if behind:
             self._wake()
             self.looked_behind += len(behind)
             # Usually a commit whose NOTIFY is on its way; else one that was lost.
-            log.info("look_behind: jobs behind this worker's cursor in %d lane(s)", len(behind))
+            log.info(
+                "look_behind: jobs behind this worker's cursor: %s",
+                ", ".join(
+                    f"lane {lane} seq {seq} (cursor {positions.get(lane)})"
+                    for lane, seq in sorted(behind.items())
+                ),
+            )
 
     async def _prune(self) -> None:
         """Retention: move each ring of finished jobs on when its time has come. Every worker

@@ -204,15 +204,16 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     new_ids bigint[];
+    lane_no int;
 BEGIN
     new_ids := coalesce(ids, ARRAY(
         SELECT nextval('{schema}.job_id_seq') FROM generate_series(1, cardinality(payloads))));
     IF due <= now() THEN
+        lane_no := {schema}.lane(enqueue.job_type, enqueue.queue, enqueue.priority);  -- once
         INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
             try_count, max_tries, priority, payload, lane_id)
         SELECT j.id, enqueue.job_type, enqueue.queue, 'pending', now(), due, 0,
-               enqueue.max_tries, enqueue.priority, j.payload,
-               {schema}.lane(enqueue.job_type, enqueue.queue, enqueue.priority)
+               enqueue.max_tries, enqueue.priority, j.payload, lane_no
         FROM unnest(new_ids, payloads) WITH ORDINALITY AS j(id, payload, n)
         ORDER BY j.n;
     ELSE

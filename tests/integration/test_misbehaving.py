@@ -16,7 +16,7 @@ import pytest
 
 import aqueue
 from aqueue._store.store import Store
-from tests.helpers import sqlalchemy_dsn
+from tests.helpers import eventually, sqlalchemy_dsn
 from tests.integration.test_worker import make_due_now, state_of
 from tests.payloads_pb2 import Task
 
@@ -183,10 +183,16 @@ async def test_a_job_claimed_again_while_its_old_attempt_runs_here_cancels_that_
         with anyio.fail_after(10):
             await worker.wait_until(lambda s: s.running == 1)
             # The lease runs out (as when the loop was stuck) and another worker rescues it.
-            await pg.execute(f"UPDATE {schema}.workers SET expires_at = now() - interval '1s'")
             store = app._store
             assert isinstance(store, Store)
-            assert await store.rescue("another-worker") == {job_id: "error"}
+
+            async def expire_and_rescue() -> dict[int, str]:
+                # A claim of this worker in flight holds its row (the rescue skips it), and
+                # one that finds its lease expired renews it: expire it again, rescue again.
+                await pg.execute(f"UPDATE {schema}.workers SET expires_at = now() - interval '1s'")
+                return await store.rescue("another-worker")
+
+            assert await eventually(expire_and_rescue, bool, timeout_s=5) == {job_id: "error"}
             await app.enqueue(lingering, Task(n=1))  # its NOTIFY wakes this worker to claim
             await worker.wait_until(lambda s: s.completed == 2 and s.running == 0)
         assert worker.statistics().stale == 1

@@ -104,19 +104,20 @@ class Subject:
             left -= chunk
 
     async def pickup(self, repeat: int) -> list[float]:
-        """Enqueue-commit to handler start (ms) on an idle in-process worker, one job at a
-        time, each finished before the next."""
+        """Enqueue call to handler start (ms) on an idle in-process worker, one job at a
+        time, each finished before the next. Timed from the call, not its return: the worker
+        may start the job (woken by the commit's NOTIFY) before this task resumes."""
         out = []
         async with self.app.worker(PICKUP_CONCURRENCY, queues=[SERVED_QUEUE]) as worker:
             await worker.wait_ready()
             for i in range(repeat):
                 self._started = anyio.Event()
+                called = time.perf_counter()
                 await self.app.enqueue(self.job, Empty())
-                committed = time.perf_counter()
                 with anyio.fail_after(120):
                     await self._started.wait()
                     await worker.wait_processed(i + 1)
-                out.append((self.starts[-1] - committed) * 1000)
+                out.append((self.starts[-1] - called) * 1000)
         return out
 
 

@@ -58,7 +58,7 @@ def markdown(result: dict[str, Any]) -> str:
         "(ANALYZE, BUFFERS), rolled back (the second of two, so that planning the functions "
         "it calls is not counted). Claim: the one due job of the served type; next-due "
         "lookup: none due, one an hour away; rescue: no lease expired; pickup: an idle "
-        "in-process worker (concurrency 16), enqueue-commit to handler start, its NOTIFY "
+        "in-process worker (concurrency 16), enqueue call to handler start, its NOTIFY "
         "and its own claim included.",
         "",
         "## Held horizon: jobs processed while a transaction holds the xmin horizon",

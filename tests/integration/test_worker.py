@@ -261,6 +261,28 @@ async def test_worker_runs_jobs_concurrently_up_to_its_bound(app: aqueue.App) ->
     assert worker.statistics().completed == 10
 
 
+async def test_with_a_backlog_one_claim_fetches_the_slots_that_free_together(
+    app: aqueue.App,
+) -> None:
+    """Short jobs and a backlog: a freed slot waits a moment for the rest of its batch, so
+    each claim fetches about a full batch, rather than the few jobs that ended during the
+    previous claim's round trip (half of the slots per claim, twice the claims)."""
+
+    @app.job(payload=Task)
+    async def short(payload: Task) -> None:
+        await anyio.sleep(0.001)
+
+    jobs = 1600
+    await app.enqueue_many(short, [Task(n=i) for i in range(jobs)])
+    async with app.worker(concurrency=16) as worker:
+        with anyio.fail_after(60):
+            await worker.wait_processed(jobs)
+    stats = worker.statistics()
+    assert stats.completed == jobs
+    # Full batches would be 100 claims; half-full ones 200.
+    assert stats.claims <= 150, stats
+
+
 async def test_heartbeat_keeps_a_long_job_leased(
     app: aqueue.App, pg: asyncpg.Connection, schema: str
 ) -> None:

@@ -9,8 +9,8 @@ are applied after its reply, which may move the same cursors forward. When notif
 have been lost (the LISTEN connection dropped), the cursors are dropped (:meth:`reset`) and
 the next claim reads every lane from its start; and the worker's maintenance looks behind the
 cursors every 10 s (off the claim path) and moves back any with rows still behind it. Rows a
-claimer locked and then gave back are never behind anyone's cursor: other claimers, which
-skipped them as locked, stop short of them.
+claimer locked and then gave back (its claim rolled back) are never behind anyone's cursor:
+a claim's cursor stops short of a row it picked and found locked (migration 0005).
 """
 
 from __future__ import annotations

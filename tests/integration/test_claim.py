@@ -10,6 +10,7 @@ import asyncpg
 
 import aqueue
 from aqueue._store.store import Store
+from tests.helpers import sqlalchemy_dsn
 from tests.payloads_pb2 import Task
 
 
@@ -83,3 +84,31 @@ async def test_claim_reads_its_lane_in_order_with_30000_jobs_just_queued(
     assert re.search(r"actual time=\S+ rows=16(\.00)? loops=1", scan), scan
     assert "Bitmap" not in lookup, lookup
     assert "Seq Scan on jobs_ready" not in lookup, lookup
+
+
+async def test_a_cursor_stops_short_of_a_row_another_claimer_held_and_gave_back(
+    app: aqueue.App, pg: asyncpg.Connection, dsn: str, schema: str
+) -> None:
+    """Another claimer holds a row's lock (SKIP LOCKED skips it), then rolls back: the row is
+    still there and no NOTIFY says so. The next claim finds it, because the cursor stopped
+    short of it instead of moving past it with the rows this claim took."""
+    store = app._store
+    assert isinstance(store, Store)
+    held_id, *rest = await app.enqueue_many("held", [Task(), Task(), Task()])
+    other = await asyncpg.connect(sqlalchemy_dsn(dsn, driver=None))
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(f"SELECT 1 FROM {schema}.jobs_ready WHERE id = $1 FOR UPDATE", held_id)
+        first = await store.claim(10, ["held"], None, "worker-a", 30, cursors={})
+        assert [job.id for job in first.jobs] == rest
+        assert first.next_due_s is not None
+        assert first.next_due_s <= 0  # one was locked
+        await tx.rollback()
+    finally:
+        await other.close()
+    second = await store.claim(10, ["held"], None, "worker-a", 30, cursors=first.cursors)
+    assert [job.id for job in second.jobs] == [held_id]
+    # And then the cursor moves on: nothing is claimed twice.
+    third = await store.claim(10, ["held"], None, "worker-a", 30, cursors=second.cursors)
+    assert third.jobs == []

@@ -15,7 +15,8 @@ gone AS (
     WHERE r.id = f.id
       AND r.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
       AND r.try_count = f.attempt
-      AND r.worker_id = $6::text
+      -- not an index condition: the worker's index holds an entry for each job it ever ran
+      AND r.worker_id IS NOT DISTINCT FROM $6::text
     RETURNING r.*, f.delay_s, f.failure_info AS new_failure_info,
               f.final OR r.try_count >= r.max_tries AS ended
 ),

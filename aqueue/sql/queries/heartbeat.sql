@@ -28,7 +28,10 @@ blocked AS MATERIALIZED (
 ),
 running AS MATERIALIZED (
     SELECT r.id FROM {schema}.jobs_running AS r JOIN held ON r.id = held.id
-    WHERE r.id = ANY($1::bigint[]) AND r.try_count = held.attempt AND r.worker_id = $3::text
+    -- by id: the worker's index holds an entry for each job it ever ran (IS NOT DISTINCT FROM:
+    -- no index serves it)
+    WHERE r.id = ANY($1::bigint[]) AND r.try_count = held.attempt
+      AND r.worker_id IS NOT DISTINCT FROM $3::text
 )
 SELECT held.id, held.attempt, now_state.state::text, false AS locked_elsewhere
 FROM held

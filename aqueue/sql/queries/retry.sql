@@ -7,7 +7,8 @@ WITH gone AS (
     WHERE r.id = h.id
       AND r.id = ANY($1::bigint[])  -- as an index condition: primary-key lookups whatever the statistics say
       AND r.try_count = h.attempt
-      AND r.worker_id = $3::text
+      -- not an index condition: the worker's index holds an entry for each job it ever ran
+      AND r.worker_id IS NOT DISTINCT FROM $3::text
     RETURNING r.*
 )
 INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,

@@ -3,7 +3,9 @@ index in order whatever the tables' statistics say."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -12,6 +14,36 @@ import aqueue
 from aqueue._store.store import Store
 from tests.helpers import sqlalchemy_dsn
 from tests.payloads_pb2 import Task
+
+
+@contextlib.asynccontextmanager
+async def logged_plans(pg: asyncpg.Connection, *settings: str) -> AsyncIterator[list[str]]:
+    """A transaction, rolled back at the end, in which auto_explain logs the plan of every
+    statement, nested ones (inside functions) too, with ``settings`` (``name = value``); the
+    plans as they arrive."""
+    plans: list[str] = []
+
+    def on_log(_conn: Any, message: Any) -> None:
+        plans.append(str(message))
+
+    pg.add_log_listener(on_log)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        try:
+            await pg.execute("LOAD 'auto_explain'")
+            for setting in (
+                "auto_explain.log_min_duration = 0",
+                "auto_explain.log_nested_statements = on",
+                "client_min_messages = log",
+                *settings,
+            ):
+                await pg.execute(f"SET LOCAL {setting}")
+            yield plans
+        finally:
+            await tx.rollback()
+    finally:
+        pg.remove_log_listener(on_log)
 
 
 async def test_claim_completes_the_attempts_it_is_given_guarded_like_complete(
@@ -55,27 +87,9 @@ async def test_claim_reads_its_lane_in_order_with_30000_jobs_just_queued(
     assert isinstance(store, Store)
     for _ in range(3):
         await app.enqueue_many("bulk", [Task()] * 10_000)
-    plans: list[str] = []
-
-    def on_log(_conn: Any, message: Any) -> None:
-        plans.append(str(message))
-
-    pg.add_log_listener(on_log)
-    try:
-        tx = pg.transaction()
-        await tx.start()
-        try:
-            await pg.execute("LOAD 'auto_explain'")
-            await pg.execute("SET LOCAL auto_explain.log_min_duration = 0")
-            await pg.execute("SET LOCAL auto_explain.log_nested_statements = on")
-            await pg.execute("SET LOCAL auto_explain.log_analyze = on")
-            await pg.execute("SET LOCAL client_min_messages = log")
-            args = (16, ["bulk"], None, "w", 30.0, [], [], 1, [], [], None, [])
-            rows = await pg.fetch(store._sql["claim"], *args)
-        finally:
-            await tx.rollback()
-    finally:
-        pg.remove_log_listener(on_log)
+    async with logged_plans(pg, "auto_explain.log_analyze = on") as plans:
+        args = (16, ["bulk"], None, "w", 30.0, [], [], 1, [], [], None, [])
+        rows = await pg.fetch(store._sql["claim"], *args)
     assert len([r for r in rows if r["kind"] == "j"]) == 16
     (lookup,) = [p for p in plans if "row_number() OVER" in p and "CROSS JOIN LATERAL" in p]
     assert "Index Scan using jobs_ready_lane_idx" in lookup, lookup
@@ -130,32 +144,14 @@ async def test_writes_to_running_attempts_find_them_by_id_not_by_worker(
     )
     claimed = (await store.claim(4, ["looked_up"], None, "worker-a", 30)).jobs
     assert [job.id for job in claimed] == [done_id, failed_id, handed_back_id, beating_id]
-    plans: list[str] = []
-
-    def on_log(_conn: Any, message: Any) -> None:
-        plans.append(str(message))
-
-    pg.add_log_listener(on_log)
-    try:
-        tx = pg.transaction()
-        await tx.start()
-        try:
-            await pg.execute("LOAD 'auto_explain'")
-            await pg.execute("SET LOCAL auto_explain.log_min_duration = 0")
-            await pg.execute("SET LOCAL auto_explain.log_nested_statements = on")
-            await pg.execute("SET LOCAL client_min_messages = log")
-            await pg.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            claim_args = (1, ["looked_up"], None, "worker-a", 30.0, [done_id], [1], 2, [], [])
-            claim = await pg.fetch(store._sql["claim"], *claim_args, None, [])
-            failed = await pg.fetch(
-                store._sql["fail"], [failed_id], [1], [60.0], ["boom"], [False], "worker-a"
-            )
-            handed_back = await pg.fetch(store._sql["retry"], [handed_back_id], [1], "worker-a")
-            lost = await pg.fetch(store._sql["heartbeat"], [beating_id], [1], "worker-a", 30.0)
-        finally:
-            await tx.rollback()
-    finally:
-        pg.remove_log_listener(on_log)
+    async with logged_plans(pg, "plan_cache_mode = force_generic_plan") as plans:
+        claim_args = (1, ["looked_up"], None, "worker-a", 30.0, [done_id], [1], 2, [], [])
+        claim = await pg.fetch(store._sql["claim"], *claim_args, None, [])
+        failed = await pg.fetch(
+            store._sql["fail"], [failed_id], [1], [60.0], ["boom"], [False], "worker-a"
+        )
+        handed_back = await pg.fetch(store._sql["retry"], [handed_back_id], [1], "worker-a")
+        lost = await pg.fetch(store._sql["heartbeat"], [beating_id], [1], "worker-a", 30.0)
     (summary,) = [r for r in claim if r["kind"] == "s"]
     assert summary["completed"] == [done_id]
     assert [tuple(r) for r in failed] == [(failed_id, "error")]

@@ -4,6 +4,7 @@ index in order whatever the tables' statistics say."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -160,3 +161,55 @@ async def test_writes_to_running_attempts_find_them_by_id_not_by_worker(
     running = [p for p in plans if "jobs_running" in p]
     assert len(running) >= 4, plans
     assert not [p for p in running if "jobs_running_worker_idx" in p], running
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(n for child in plan.get("Plans", []) for n in _nodes(child))]
+
+
+async def test_rescue_reads_no_running_row_when_no_lease_has_expired(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """The rescue runs every few seconds in every worker and almost always finds no expired
+    lease. Its join of expired workers to jobs_running must then read nothing of jobs_running:
+    a hash join fetched its first outer row before finding the expired side empty, walking
+    every dead row jobs had left in jobs_running while the horizon was held (the cost curves:
+    0.26 ms at 0 jobs processed, 16 ms at 475,000; one page per ~60 jobs). Here 200 finished
+    attempts lie in front of the one running, and the plan is provoked: generic, hash joins
+    only."""
+    store = app._store
+    assert isinstance(store, Store)
+    finished = await app.enqueue_many("rescued_not", [Task()] * 200)
+    claimed = (await store.claim(200, ["rescued_not"], None, "worker-a", 30)).jobs
+    assert [job.id for job in claimed] == finished
+    (running_id,) = await app.enqueue_many("rescued_not", [Task()])
+    claim = await store.claim(1, ["rescued_not"], None, "worker-a", 30, finished, [1] * 200)
+    assert claim.completed == set(finished)
+    assert [job.id for job in claim.jobs] == [running_id]
+    async with pg.transaction():
+        for setting in (
+            "plan_cache_mode = force_generic_plan",
+            "enable_nestloop = off",
+            "enable_mergejoin = off",
+        ):
+            await pg.execute(f"SET LOCAL {setting}")
+        await pg.execute(f"PREPARE rescue_plan(text) AS {store._sql['rescue']}")
+        try:
+            explained = await pg.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE rescue_plan('worker-b')"
+            )
+        finally:
+            await pg.execute("DEALLOCATE rescue_plan")
+    plan = json.loads(explained)[0]["Plan"]
+    scans = [
+        n
+        for n in _nodes(plan)
+        if n.get("Relation Name") == "jobs_running" and n["Node Type"].endswith("Scan")
+    ]
+    assert scans, plan
+    assert all(n["Actual Loops"] == 0 for n in scans), scans
+    # Nothing was rescued: worker-a's lease runs, and its job still runs under it.
+    states = await pg.fetch(
+        f"SELECT id, state::text FROM {schema}.background_jobs WHERE state = 'running'"
+    )
+    assert [tuple(r) for r in states] == [(running_id, "running")]

@@ -2,7 +2,8 @@
 -- the queue; the attempt counts, so a job out of tries ends failed. Then forget those
 -- workers. Any worker may run this ($1, never rescued by itself: its own heartbeat renews its
 -- lease after an outage); workers another rescuer holds are skipped. Only the expired
--- workers' rows of jobs_running are read, never the others'. Returns (id, new state).
+-- workers' rows of jobs_running are read, never the others', and none when no lease has
+-- expired. Returns (id, new state).
 WITH dead AS (
     SELECT wk.worker_id, wk.expires_at
     FROM {schema}.workers AS wk
@@ -12,7 +13,10 @@ WITH dead AS (
 gone AS (
     DELETE FROM {schema}.jobs_running AS r
     USING dead
-    WHERE r.worker_id = dead.worker_id
+    -- Gates the join (a one-time filter): with no expired worker jobs_running is not read at
+    -- all. A hash join would otherwise fetch its first outer row before finding the expired
+    -- side empty, walking every dead row jobs left in jobs_running while the horizon is held.
+    WHERE r.worker_id = dead.worker_id AND EXISTS (SELECT FROM dead)
     RETURNING r.*,
         'WorkerLost: worker ' || r.worker_id || ' stopped renewing its lease during attempt '
         || r.try_count || '; the lease expired at ' || dead.expires_at::text

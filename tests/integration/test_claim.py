@@ -18,6 +18,19 @@ from tests.payloads_pb2 import Task
 
 
 @contextlib.asynccontextmanager
+async def rolled_back(pg: asyncpg.Connection, *settings: str) -> AsyncIterator[None]:
+    """A transaction with ``settings`` (``name = value``), rolled back at the end."""
+    tx = pg.transaction()
+    await tx.start()
+    try:
+        for setting in settings:
+            await pg.execute(f"SET LOCAL {setting}")
+        yield
+    finally:
+        await tx.rollback()
+
+
+@contextlib.asynccontextmanager
 async def logged_plans(pg: asyncpg.Connection, *settings: str) -> AsyncIterator[list[str]]:
     """A transaction, rolled back at the end, in which auto_explain logs the plan of every
     statement, nested ones (inside functions) too, with ``settings`` (``name = value``); the
@@ -29,20 +42,15 @@ async def logged_plans(pg: asyncpg.Connection, *settings: str) -> AsyncIterator[
 
     pg.add_log_listener(on_log)
     try:
-        tx = pg.transaction()
-        await tx.start()
-        try:
-            await pg.execute("LOAD 'auto_explain'")
-            for setting in (
-                "auto_explain.log_min_duration = 0",
-                "auto_explain.log_nested_statements = on",
-                "client_min_messages = log",
-                *settings,
-            ):
-                await pg.execute(f"SET LOCAL {setting}")
+        await pg.execute("LOAD 'auto_explain'")
+        async with rolled_back(
+            pg,
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "client_min_messages = log",
+            *settings,
+        ):
             yield plans
-        finally:
-            await tx.rollback()
     finally:
         pg.remove_log_listener(on_log)
 
@@ -186,13 +194,12 @@ async def test_rescue_reads_no_running_row_when_no_lease_has_expired(
     claim = await store.claim(1, ["rescued_not"], None, "worker-a", 30, finished, [1] * 200)
     assert claim.completed == set(finished)
     assert [job.id for job in claim.jobs] == [running_id]
-    async with pg.transaction():
-        for setting in (
-            "plan_cache_mode = force_generic_plan",
-            "enable_nestloop = off",
-            "enable_mergejoin = off",
-        ):
-            await pg.execute(f"SET LOCAL {setting}")
+    async with rolled_back(
+        pg,
+        "plan_cache_mode = force_generic_plan",
+        "enable_nestloop = off",
+        "enable_mergejoin = off",
+    ):
         await pg.execute(f"PREPARE rescue_plan(text) AS {store._sql['rescue']}")
         try:
             explained = await pg.fetchval(

@@ -200,13 +200,11 @@ async def test_rescue_reads_no_running_row_when_no_lease_has_expired(
         "enable_nestloop = off",
         "enable_mergejoin = off",
     ):
+        # The prepared statement outlives the rollback and ends with this test's connection.
         await pg.execute(f"PREPARE rescue_plan(text) AS {store._sql['rescue']}")
-        try:
-            explained = await pg.fetchval(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE rescue_plan('worker-b')"
-            )
-        finally:
-            await pg.execute("DEALLOCATE rescue_plan")
+        explained = await pg.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE rescue_plan('worker-b')"
+        )
     plan = json.loads(explained)[0]["Plan"]
     scans = [
         n

@@ -183,21 +183,22 @@ class Store:
     async def enqueue(self, jobs: NewJobs, conn: object | None = None) -> list[int]:
         """Insert ``jobs``; on ``conn`` (the caller's transaction, not committed here) or on a
         pooled connection in autocommit."""
-        if len(jobs.payloads) == 1:
+        args: tuple[Any, ...]
+        if len(jobs.payloads) == 1 and jobs.delay_s is None and jobs.run_at is None:
+            # The common case, one job due now: one plain INSERT, no plpgsql.
             name = "enqueue"
-            payload: Any = jobs.payloads[0]
+            args = (jobs.job_type, jobs.queue, jobs.priority, jobs.max_tries, jobs.payloads[0])
         else:
             name = "enqueue_many"
-            payload = jobs.payloads
-        args = (
-            jobs.job_type,
-            jobs.queue,
-            jobs.priority,
-            jobs.max_tries,
-            payload,
-            jobs.delay_s,
-            jobs.run_at,
-        )
+            args = (
+                jobs.job_type,
+                jobs.queue,
+                jobs.priority,
+                jobs.max_tries,
+                jobs.payloads,
+                jobs.delay_s,
+                jobs.run_at,
+            )
         if conn is None:
             return [row[0] for row in await self._fetch(name, *args)]
         fetch = fetch_column_on(conn)

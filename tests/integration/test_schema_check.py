@@ -99,10 +99,13 @@ async def test_enqueue_on_an_unmigrated_schema_says_to_migrate(
             assert f"schema '{schema}' has no aqueue tables, or misses some" in str(info.value)
             assert str(info.value).endswith(MIGRATE)
             assert "\n" not in str(info.value)
-            # enqueue calls the schema's enqueue function: missing, or its schema is
+            # enqueue inserts into the schema's jobs_ready, enqueue_many calls its enqueue
+            # function: missing, or their schema is
             assert isinstance(
                 info.value.__cause__,
-                asyncpg.UndefinedFunctionError | asyncpg.InvalidSchemaNameError,
+                asyncpg.UndefinedTableError
+                | asyncpg.UndefinedFunctionError
+                | asyncpg.InvalidSchemaNameError,
             )
 
 

@@ -3,7 +3,8 @@
 -- run again. Guarded by worker and attempt like complete, and like complete it reports rows
 -- an earlier try of this same write already failed.
 -- $1 ids bigint[], $2 attempts int[], $3 delays_s float8[], $4 failure_infos text[],
--- $5 finals bool[], $6 worker_id. Returns each job's new state.
+-- $5 finals bool[], $6 worker_id. Returns each job's new state. Jobs due again now are
+-- announced per lane, as every insert into jobs_ready is.
 WITH f AS (
     SELECT *
     FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[], $5::bool[])
@@ -35,7 +36,7 @@ due_now AS (
            g.priority, g.payload, g.new_failure_info, g.worker_id,
            {schema}.lane(g.job_type, g.queue, g.priority)
     FROM gone AS g WHERE NOT g.ended AND g.delay_s <= 0
-    RETURNING jobs_ready.id, 'error'::text AS state
+    RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
 ),
 due_later AS (
     INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued, next_attempt_after,
@@ -47,7 +48,15 @@ due_later AS (
     RETURNING jobs_delayed.id, 'error'::text AS state
 )
 SELECT id, state FROM failed
-UNION ALL SELECT id, state FROM due_now
+UNION ALL
+-- Each row's lane announced with the lane's lowest seq (migration 0006): the same payload
+-- repeated within a transaction is delivered once.
+SELECT d.id, 'error' FROM (
+    SELECT due_now.id, pg_notify('{channel}', due_now.queue || ' ' || due_now.lane_id || ' '
+                                 || min(due_now.seq) OVER (PARTITION BY due_now.lane_id))
+               AS announced
+    FROM due_now
+) AS d
 UNION ALL SELECT id, state FROM due_later
 UNION ALL
 -- Written by an earlier try of this same write (this statement's snapshot does not show its

@@ -41,8 +41,14 @@ back AS (
            {schema}.lane(g.job_type, g.queue, g.priority)
     FROM gone AS g WHERE g.try_count < g.max_tries
     ORDER BY g.id
-    RETURNING jobs_ready.id, 'error'::text AS state
+    RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
 )
 SELECT id, state FROM failed
 UNION ALL
-SELECT id, state FROM back
+-- Each row's lane announced with the lane's lowest seq (migration 0006): the same payload
+-- repeated within a transaction is delivered once.
+SELECT b.id, 'error' FROM (
+    SELECT back.id, pg_notify('{channel}', back.queue || ' ' || back.lane_id || ' '
+                              || min(back.seq) OVER (PARTITION BY back.lane_id)) AS announced
+    FROM back
+) AS b

@@ -188,8 +188,8 @@ class Completer:
     async def _write(self, batch: list[Outcome]) -> dict[str, int]:
         done = [o for o in batch if o.verdict is Verdict.COMPLETE]
         failed = [o for o in batch if o.verdict is Verdict.FAIL]
-        returned = [o for o in batch if o.verdict is Verdict.RETRY]
-        counts = {"completed": 0, "error": 0, "failed": 0, "retried": 0, "stale": 0}
+        returned = [o for o in batch if o.verdict is Verdict.RELEASE]
+        counts = {"completed": 0, "error": 0, "failed": 0, "released": 0, "stale": 0}
         wid = self._worker_id
         written: set[int] = set()
         if done:
@@ -211,10 +211,10 @@ class Completer:
                 counts[state] += 1
             written |= states.keys()
         if returned:
-            changed = await self._store.retry(
+            changed = await self._store.release(
                 wid, [o.job.id for o in returned], [o.job.attempt for o in returned]
             )
-            counts["retried"] += len(changed)
+            counts["released"] += len(changed)
             written |= changed
         return self._counted(batch, counts, written)
 

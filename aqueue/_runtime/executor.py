@@ -28,7 +28,7 @@ TRUNCATED_MARKER = "\n[... failure_info truncated by aqueue ...]\n"
 class Verdict(enum.Enum):
     COMPLETE = "complete"  # the handler returned
     FAIL = "fail"  # the attempt failed: error with backoff, or failed when out of tries/final
-    RETRY = "retry"  # hand the job back without counting the attempt (worker stopping)
+    RELEASE = "release"  # hand the job back without counting the attempt (worker stopping)
 
 
 @dataclass(frozen=True, slots=True)

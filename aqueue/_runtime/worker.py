@@ -60,7 +60,7 @@ class WorkerStatistics:
     """A snapshot of one worker's counters since it started.
 
     ``claimed``: attempts started. ``running``: handlers running now. ``completed``,
-    ``errored`` (failed, will retry), ``failed`` (failed for good), ``retried`` (handed back
+    ``errored`` (failed, will retry), ``failed`` (failed for good), ``released`` (handed back
     at shutdown, attempt not counted), ``stale`` (finished after losing the lease; nothing
     written): outcomes persisted. ``cancelled``: attempts whose job ``app.cancel`` cancelled.
     ``abandoned``: handlers that ignored cancellation at shutdown for longer than
@@ -75,7 +75,7 @@ class WorkerStatistics:
     completed: int
     errored: int
     failed: int
-    retried: int
+    released: int
     stale: int
     cancelled: int
     abandoned: int
@@ -87,9 +87,14 @@ class WorkerStatistics:
 
     @property
     def processed(self) -> int:
-        """Attempts finished: completed + errored + failed + retried + stale + cancelled."""
+        """Attempts finished: completed + errored + failed + released + stale + cancelled."""
         return (
-            self.completed + self.errored + self.failed + self.retried + self.stale + self.cancelled
+            self.completed
+            + self.errored
+            + self.failed
+            + self.released
+            + self.stale
+            + self.cancelled
         )
 
 
@@ -148,7 +153,7 @@ class Worker:
                 "completed",
                 "error",
                 "failed",
-                "retried",
+                "released",
                 "stale",
                 "cancelled",
                 "abandoned",
@@ -221,7 +226,7 @@ class Worker:
             completed=c["completed"],
             errored=c["error"],
             failed=c["failed"],
-            retried=c["retried"],
+            released=c["released"],
             stale=c["stale"],
             cancelled=c["cancelled"],
             abandoned=c["abandoned"],
@@ -428,7 +433,7 @@ class Worker:
         except BaseException:
             # The task itself was cancelled (its event loop is closing): hand the job back
             # rather than leave it to wait for its lease to expire.
-            outcome = Outcome(entry.job, Verdict.RETRY)
+            outcome = Outcome(entry.job, Verdict.RELEASE)
             raise
         finally:
             self._finished(entry, outcome)
@@ -454,7 +459,7 @@ class Worker:
         if reason == SHUTDOWN:
             # Handed back uncounted, unless the handler finished all the same.
             if outcome is None or outcome.verdict is not Verdict.COMPLETE:
-                outcome = Outcome(job, Verdict.RETRY)
+                outcome = Outcome(job, Verdict.RELEASE)
         elif reason is not None:
             outcome = None  # the row is another attempt's, or cancelled: write nothing
         if outcome is not None:

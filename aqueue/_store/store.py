@@ -44,7 +44,7 @@ WORKER_CONNECTIONS = 2
 _UNMIGRATED = frozenset({"42P01", "42704", "3F000", "42883"})
 _WORKER_STATEMENTS = frozenset(
     {
-        *("claim", "complete", "fail", "retry", "heartbeat", "rescue"),
+        *("claim", "complete", "fail", "release", "heartbeat", "rescue"),
         *("worker_seen", "worker_gone", "unserved_jobs"),
     }
 )
@@ -277,8 +277,8 @@ class Store:
         rows = await self._fetch("fail", ids, attempts, delays_s, failure_infos, finals, worker_id)
         return {row[0]: row[1] for row in rows}
 
-    async def retry(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
-        rows = await self._fetch("retry", ids, attempts, worker_id)
+    async def release(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
+        rows = await self._fetch("release", ids, attempts, worker_id)
         return {row[0] for row in rows}
 
     async def heartbeat(

@@ -128,7 +128,7 @@ async def test_each_way_into_jobs_ready_announces_its_lanes_lowest_seq(
         promoted = await heard(lambda: store.claim(0, ["nothing"], None, "w-a", 30))
         assert promoted == await lowest_seqs(pg, schema, soon)
 
-        # Running attempts back in jobs_ready: fail (due again now), retry, the claim's
+        # Running attempts back in jobs_ready: fail (due again now), release, the claim's
         # lost-claims hand-back, rescue (each claim takes two jobs, the same two each time).
         claim = await store.claim(2, ["mail"], None, "w-a", 30, claim_no=1)
         failed = [job.id for job in claim.jobs]
@@ -141,7 +141,7 @@ async def test_each_way_into_jobs_ready_announces_its_lanes_lowest_seq(
         claim = await store.claim(2, ["mail"], None, "w-a", 30, claim_no=2)
         handed = [job.id for job in claim.jobs]
         tries = [job.attempt for job in claim.jobs]
-        got = await heard(lambda: store.retry("w-a", handed, tries))
+        got = await heard(lambda: store.release("w-a", handed, tries))
         assert got == await lowest_seqs(pg, schema, handed)
 
         claim = await store.claim(2, ["mail"], None, "w-a", 30, claim_no=3)

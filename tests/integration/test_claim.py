@@ -159,7 +159,7 @@ async def test_writes_to_running_attempts_find_them_by_id_not_by_worker(
         failed = await pg.fetch(
             store._sql["fail"], [failed_id], [1], [60.0], ["boom"], [False], "worker-a"
         )
-        handed_back = await pg.fetch(store._sql["retry"], [handed_back_id], [1], "worker-a")
+        handed_back = await pg.fetch(store._sql["release"], [handed_back_id], [1], "worker-a")
         lost = await pg.fetch(store._sql["heartbeat"], [beating_id], [1], "worker-a", 30.0)
     (summary,) = [r for r in claim if r["kind"] == "s"]
     assert summary["completed"] == [done_id]

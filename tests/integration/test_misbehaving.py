@@ -228,7 +228,7 @@ async def test_stop_is_idempotent_and_the_hard_stop_is_explicit(
         worker.stop(graceful=False)  # the explicit hard stop, after a graceful one
     row = await state_of(pg, schema, second)
     assert (row["state"], row["try_count"]) == ("pending", 0)
-    assert worker.statistics().retried == 1
+    assert worker.statistics().released == 1
 
 
 async def test_close_stops_the_apps_workers_and_the_app_refuses_use_after(

@@ -130,7 +130,7 @@ async def test_cancel_a_running_job_stops_its_handler_within_a_second(
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"], row["worker_id"]) == ("cancelled", 1, None)
     assert "Cancelled" in row["failure_info"]
-    assert (stats.completed, stats.errored, stats.retried, runs) == (0, 0, 0, 1)
+    assert (stats.completed, stats.errored, stats.released, runs) == (0, 0, 0, 1)
     assert await app.drain() == 0  # never rerun
 
 

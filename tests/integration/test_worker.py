@@ -333,7 +333,7 @@ async def test_late_write_after_lost_lease_changes_nothing(
     # worker-a's late writes, of every kind, change nothing.
     assert await store.complete("worker-a", [job_id], [first.attempt]) == set()
     assert await store.fail("worker-a", [job_id], [1], [0.0], ["late"], [True]) == {}
-    assert await store.retry("worker-a", [job_id], [1]) == set()
+    assert await store.release("worker-a", [job_id], [1]) == set()
     beat = await store.heartbeat("worker-a", [job_id], [1], 30, timeout_s=5)
     assert (beat.lost, beat.unknown) == ({(job_id, 1): "running"}, [])
     row = await state_of(pg, schema, job_id)
@@ -446,7 +446,7 @@ async def test_shutdown_deadline_hands_jobs_back_without_counting_the_attempt(
     row = await state_of(pg, schema, job_id)
     assert (row["state"], row["try_count"], row["worker_id"]) == ("pending", 0, None)
     assert row["due_in_s"] <= 0
-    assert worker.statistics().retried == 1
+    assert worker.statistics().released == 1
 
 
 async def test_idle_worker_costs_well_under_one_query_per_second(app: aqueue.App) -> None:

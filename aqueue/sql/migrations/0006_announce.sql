@@ -4,7 +4,7 @@
 -- plpgsql call with a transition table), and fired for the claim's promote and rescue on
 -- every call, adding nothing. The statements that announce: enqueue.sql (one plain INSERT),
 -- the functions enqueue (enqueue_many.sql, the view's INSERT), promote and claim (the
--- lost-claims hand-back) and the view's UPDATE below, and fail.sql, retry.sql and rescue.sql.
+-- lost-claims hand-back) and the view's UPDATE below, and fail.sql, release.sql and rescue.sql.
 -- jobs_delayed keeps its trigger: nothing hot inserts there.
 DROP TRIGGER jobs_ready_inserted ON {schema}.jobs_ready;
 DROP FUNCTION {schema}.ready_inserted();

@@ -1,4 +1,4 @@
--- retry: hand running attempts back to the queue, due now, without counting them (the worker
+-- release: hand running attempts back to the queue, due now, without counting them (the worker
 -- stopped before they could finish), announcing them per lane as every insert into jobs_ready
 -- does (migration 0006). Guarded by worker and attempt like complete.
 -- $1 ids bigint[], $2 attempts int[], $3 worker_id.

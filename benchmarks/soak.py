@@ -229,17 +229,18 @@ class Soak:
         """Every 10 ms, enqueue in ONE call what is owed on wall-clock time: a slow call means
         a bigger next batch, never fewer jobs."""
         owed = 0.0
-        before = self.offered  # the fresh drain's jobs
+        produced = 0  # the fresh drains' jobs are offered too, but not owed
         last = time.perf_counter()
         tick = last
         while self.producing:
             now = time.perf_counter()
             owed += self.rate * (now - last)
             last = now
-            due = math.floor(owed) - (self.offered - before)
+            due = math.floor(owed) - produced
             if due > 0:
                 first = self.offered
                 index = self.batches.begin(first)
+                produced += due
                 self.offered += due  # before the call: a report may arrive before it returns
                 payloads = [Int64Value(value=seq) for seq in range(first, first + due)]
                 await app.enqueue_many(soak, payloads)
@@ -247,11 +248,13 @@ class Soak:
             tick = max(tick + TICK_S, time.perf_counter())
             await anyio.sleep(max(0.0, tick - time.perf_counter()))
 
-    async def fresh_drain(self) -> dict[str, float]:
+    async def fresh_drain(self, *, beside_producer: bool = False) -> dict[str, float]:
         """Before the phases, on the fresh tables: ``FRESH_DRAIN_JOBS`` of the soak's own job
-        enqueued at once, and how fast this worker drains them (first report to last): the
-        rate the burst's backlog is judged against. They count as offered jobs."""
+        enqueued at once, and how fast this worker completes jobs until they are done (first
+        commit to last report). Alone, or ``beside_producer`` (running at the base rate), as
+        the burst's backlog drains: the rate it is judged against. They count as offered."""
         n = FRESH_DRAIN_SMOKE if self.args.smoke else FRESH_DRAIN_JOBS
+        received = self.reports.received
         first = self.offered
         self.offered += n
         began = math.nan
@@ -262,14 +265,22 @@ class Soak:
             self.batches.end(index, time.time())
             if math.isnan(began):
                 began = time.perf_counter()  # the first jobs are committed: the drain begins
+        last = self.offered  # the producer's jobs offered before the last of these are due too
         with anyio.fail_after(max(60.0, n / 500)):
             # Polled: the report protocol only counts; 10 ms is the measurement's resolution.
-            while self.reports.received < self.offered:  # noqa: ASYNC110
+            while self.reports.received < last:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         elapsed = time.perf_counter() - began
+        completed = self.reports.received - received
         self.reports.take()  # its latencies are not the phases'
-        print(f"  fresh drain: {n / elapsed:,.0f} jobs/s", file=sys.stderr, flush=True)
-        return {"jobs": n, "seconds": elapsed, "jobs_per_s": n / elapsed}
+        what = "fresh drain beside the producer" if beside_producer else "fresh drain"
+        print(f"  {what}: {completed / elapsed:,.0f} jobs/s", file=sys.stderr, flush=True)
+        return {
+            "jobs": n,
+            "completed": completed,
+            "seconds": elapsed,
+            "jobs_per_s": completed / elapsed,
+        }
 
     # --- what holds the horizon -----------------------------------------------------------
     async def hold_idle_in_transaction(self) -> None:
@@ -485,10 +496,14 @@ class Soak:
                     sampler_pg = await asyncpg.connect(self.dsn)
                     try:
                         fresh = await self.fresh_drain()
+                        # Then again beside the producer at the base rate, as after the burst:
+                        # the producer takes its share of the same cores.
+                        self.rate = self.args.rate
+                        tg.start_soon(self.produce)
+                        fresh_beside = await self.fresh_drain(beside_producer=True)
                         self.t0 = time.perf_counter()
                         tg.start_soon(self.sampler, sampler_pg)
                         self.rate = self.phases[0].rate
-                        tg.start_soon(self.produce)
                         await self.run_phases()
                         self.producing = False
                         drain_s, drained = await self.drain(pg)
@@ -525,6 +540,7 @@ class Soak:
             "settings": settings,
             "phases": [asdict(p) for p in self.phases],
             "fresh_drain": fresh,
+            "fresh_drain_beside_producer": fresh_beside,
             "drain_s": drain_s,
             "drained": drained,
             "worker_peak_rss_mib": rss,

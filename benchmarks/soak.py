@@ -272,6 +272,10 @@ class Soak:
                 await anyio.sleep(0.01)
         elapsed = time.perf_counter() - began
         completed = self.reports.received - received
+        with anyio.fail_after(60):
+            # The producer's jobs that queued behind them are done too (within a second's).
+            while self.reports.received < self.offered - self.rate:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
         self.reports.take()  # its latencies are not the phases'
         what = "fresh drain beside the producer" if beside_producer else "fresh drain"
         print(f"  {what}: {completed / elapsed:,.0f} jobs/s", file=sys.stderr, flush=True)

@@ -188,7 +188,7 @@ class Completer:
     async def _write(self, batch: list[Outcome]) -> dict[str, int]:
         done = [o for o in batch if o.verdict is Verdict.COMPLETE]
         failed = [o for o in batch if o.verdict is Verdict.FAIL]
-        returned = [o for o in batch if o.verdict is Verdict.RELEASE]
+        released = [o for o in batch if o.verdict is Verdict.RELEASE]
         counts = {"completed": 0, "error": 0, "failed": 0, "released": 0, "stale": 0}
         wid = self._worker_id
         written: set[int] = set()
@@ -210,9 +210,9 @@ class Completer:
             for state in states.values():
                 counts[state] += 1
             written |= states.keys()
-        if returned:
+        if released:
             changed = await self._store.release(
-                wid, [o.job.id for o in returned], [o.job.attempt for o in returned]
+                wid, [o.job.id for o in released], [o.job.attempt for o in released]
             )
             counts["released"] += len(changed)
             written |= changed

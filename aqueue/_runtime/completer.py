@@ -23,7 +23,7 @@ from .logs import Throttled
 log = logging.getLogger("aqueue.worker")
 
 BATCH_MAX = 1000
-RETRY_BACKOFF_MAX_S = 2.0
+WRITE_BACKOFF_MAX_S = 2.0
 COMPLETE_FLUSH_S = 0.005  # how long completions wait to ride along with a claim
 MINIMAL_FAILURE_INFO_CHARS = 4096
 
@@ -144,10 +144,10 @@ class Completer:
                     await self._persist_apart(batch, exc, minimal=minimal)
                     return
                 self._throttled.warning(
-                    "complete: writing %d outcome(s) failed, retrying: %s", len(batch), exc
+                    "complete: writing %d outcome(s) failed, trying again: %s", len(batch), exc
                 )
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                backoff = min(backoff * 2, WRITE_BACKOFF_MAX_S)
                 continue
             self._on_persisted(counts)
             return

@@ -126,7 +126,7 @@ class Scheduler:
             except DatabaseError as exc:
                 if self._exit_when_idle:
                     raise
-                self._throttled.warning("%s; retrying in %.2f s", exc, error_wait)
+                self._throttled.warning("%s; trying again in %.2f s", exc, error_wait)
                 timeout = error_wait
                 error_wait = min(error_wait * 2, ERROR_BACKOFF_MAX_S)
             self.sleeping = True

@@ -215,4 +215,6 @@ async def test_a_listen_connection_that_stops_answering_is_replaced(
     for n in range(3):
         job_id = await fapp.enqueue("record", Task(n=n))
         latencies.append(await start_latency_s(db, fschema, job_id))
-    assert max(latencies) < 0.3, latencies
+    # Woken by their NOTIFY on the new connection, not by the poll (2 s); loose, since the
+    # first follows the old backend's termination (0.44 s seen on a slow day).
+    assert max(latencies) < 1.0, latencies

@@ -20,8 +20,9 @@ from typing import Any as _Any
 
 from ._runtime.worker import Worker, WorkerStatistics
 from .app import App
-from .backoff import retry_delay_s
+from .backoff import Backoff, retry_delay_s
 from .config import WorkerSettings
+from .control import Discard, RateLimit, Retry, Snooze
 from .errors import (
     AppClosedError,
     AqueueError,
@@ -31,7 +32,7 @@ from .errors import (
     PayloadError,
     SchemaError,
 )
-from .jobs import JobInfo, JobState, current_job
+from .jobs import JobId, JobInfo, JobState, current_job
 from .registry import JobDeclaration, JobType, declare
 
 if _TYPE_CHECKING:
@@ -41,15 +42,21 @@ __all__ = [
     "App",
     "AppClosedError",
     "AqueueError",
+    "Backoff",
     "ConfigurationError",
     "DatabaseError",
+    "Discard",
     "EmbeddedUnavailableError",
     "JobDeclaration",
+    "JobId",
     "JobInfo",
     "JobState",
     "JobType",
     "PayloadError",
+    "RateLimit",
+    "Retry",
     "SchemaError",
+    "Snooze",
     "Worker",
     "WorkerSettings",
     "WorkerStatistics",

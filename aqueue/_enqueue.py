@@ -31,6 +31,7 @@ def new_jobs(
     run_at: dt.datetime | None,
     queue: str | None,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT,
+    unique_keys: Sequence[str | None] | None = None,
 ) -> NewJobs:
     """Validate one enqueue call; raise ``TypeError``/``ValueError`` (or their aqueue
     subclasses) on bad input. Options left ``None`` come from the declaration (a JobType is
@@ -56,6 +57,7 @@ def new_jobs(
     if queue is None:
         queue = job_type.queue if job_type else QUEUE_DEFAULT
     validate_name("queue name", queue)
+    keys = _unique_keys(name, job_type, payloads, unique_keys)
     encoded = [p.SerializeToString() for p in payloads]
     for index, data in enumerate(encoded):
         if len(data) > max_payload_bytes:
@@ -71,7 +73,53 @@ def new_jobs(
         payloads=encoded,
         delay_s=_delay_seconds(delay, run_at),
         run_at=run_at,
+        unique_keys=keys,
     )
+
+
+UNIQUE_KEY_MAX_CHARS = 1000
+
+
+def _unique_keys(
+    name: str,
+    job_type: JobDeclaration[Any] | None,
+    payloads: Sequence[Message],
+    given: Sequence[str | None] | None,
+) -> list[str | None] | None:
+    """Each payload's unique key: the caller's, else the job type's ``unique_key`` callable's;
+    ``None`` when no job has one."""
+    if given is not None:
+        if isinstance(given, str) or not isinstance(given, Sequence):
+            raise TypeError(f"unique_keys must be a list of str or None, got {given!r}")
+        if len(given) != len(payloads):
+            raise ValueError(
+                f"unique_keys has {len(given)} keys for {len(payloads)} payloads; give one "
+                "per payload (None: no uniqueness for that job)"
+            )
+        keys = list(given)
+    elif job_type is not None and job_type.unique_key is not None:
+        keys = []
+        for payload in payloads:
+            try:
+                keys.append(job_type.unique_key(payload))
+            except Exception as exc:
+                raise ValueError(
+                    f"the unique_key callable of job type {name!r} raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+    else:
+        return None
+    for key in keys:
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"a unique key must be a str or None, got {key!r} (job {name!r})")
+        if key is not None and not 1 <= len(key) <= UNIQUE_KEY_MAX_CHARS:
+            raise ValueError(
+                f"a unique key must be 1-{UNIQUE_KEY_MAX_CHARS} characters, got {len(key)} "
+                f"(job {name!r})"
+            )
+        if key is not None and "\x00" in key:
+            raise ValueError(f"a unique key cannot contain NUL characters (job {name!r})")
+    return None if all(k is None for k in keys) else keys
 
 
 def _check_payload(name: str, job_type: JobDeclaration[Any] | None, payload: object) -> None:

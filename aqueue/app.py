@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -21,6 +21,7 @@ from ._store.dsn import asyncpg_dsn, redact_dsn, sqlalchemy_url
 from ._store.embedded import embedded_home, start_embedded
 from ._store.pool import AsyncpgPool, Pool
 from ._store.store import Store
+from .backoff import DEFAULT_BACKOFF, RetryPolicy
 from .config import (
     MAX_PAYLOAD_BYTES_DEFAULT,
     MAX_TRIES_DEFAULT,
@@ -30,7 +31,9 @@ from .config import (
     WorkerSettings,
     validate_schema,
 )
+from .control import RateLimit
 from .errors import MIGRATE_HINT, AppClosedError, ConfigurationError, SchemaError
+from .jobs import JobId
 from .registry import JobDeclaration, JobType, Registry
 
 if TYPE_CHECKING:
@@ -121,6 +124,11 @@ class App:
         priority: int | None = None,
         max_tries: int | None = None,
         timeout_s: float | None = None,
+        unique_key: Callable[[M], str | None] | None = None,
+        backoff: RetryPolicy = DEFAULT_BACKOFF,
+        discard_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        global_concurrency: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[Callable[[M], Awaitable[None]]], JobType[M]]:
         """Register an ``async def handler(payload)`` as a job type::
 
@@ -133,6 +141,20 @@ class App:
         bounds each attempt: one still running after it is cancelled, recorded as a failure
         (``failure_info`` says it timed out) and retried like any failure. Returns a
         :class:`aqueue.JobType` to pass to :meth:`enqueue`.
+
+        Flow control (see the README's "Flow control"):
+
+        - ``unique_key``: ``payload -> str | None``, the key of a job enqueued without its
+          own ``unique_key=`` (see :meth:`enqueue`).
+        - ``backoff``: the wait after a failed attempt: an :class:`aqueue.Backoff` (default
+          ``Backoff(base_s=15, factor=2, max_s=86400, jitter=0.1)``) or a callable
+          ``(attempt) -> seconds``.
+        - ``discard_on``: exception types (and their subclasses) that fail the job at once,
+          without retrying.
+        - ``global_concurrency``: never more than this many attempts of the type running at
+          once across every worker.
+        - ``rate_limit``: an :class:`aqueue.RateLimit`: at most ``count`` attempts start in
+          any ``period_s`` across every worker.
 
         Or bind a handler to a declaration shared with producers (:func:`aqueue.declare`)::
 
@@ -163,9 +185,14 @@ class App:
                         f"the declaration ({option}={declared!r}); change the declaration, "
                         f"which producers share, or leave {option} out"
                     )
+            if unique_key is not None and unique_key is not declaration.unique_key:
+                raise ConfigurationError(
+                    f"@app.job({declaration.name!r}): unique_key belongs to the declaration, "
+                    "which producers share: pass it to aqueue.declare"
+                )
             payload, name = declaration.payload, declaration.name
             queue, priority = declaration.queue, declaration.priority
-            max_tries = declaration.max_tries
+            max_tries, unique_key = declaration.max_tries, declaration.unique_key
         elif payload is None:
             raise TypeError(
                 "@app.job needs payload= (the handler's protobuf message class), or a "
@@ -182,6 +209,11 @@ class App:
                 priority=PRIORITY_DEFAULT if priority is None else priority,
                 max_tries=MAX_TRIES_DEFAULT if max_tries is None else max_tries,
                 timeout_s=timeout_s,
+                unique_key=unique_key,
+                backoff=backoff,
+                discard_on=discard_on if isinstance(discard_on, tuple) else (discard_on,),
+                global_concurrency=global_concurrency,
+                rate_limit=rate_limit,
             )
 
         return register
@@ -269,8 +301,9 @@ class App:
         run_at: dt.datetime | None = None,
         queue: str | None = None,
         conn: object | None = None,
-    ) -> int:
-        """Queue one job; return its id.
+        unique_key: str | None = None,
+    ) -> JobId:
+        """Queue one job; return its id (a :class:`aqueue.JobId`, an ``int``).
 
         ``job`` is a :class:`JobType` (what ``@app.job`` returned), a
         :class:`JobDeclaration` (:func:`aqueue.declare`: for producers that do not import the
@@ -286,6 +319,15 @@ class App:
         commit, and the job exists and wakes workers only if the caller commits. Without
         ``conn`` the job is committed before this returns.
 
+        ``unique_key`` (default: the job type's ``unique_key`` callable applied to the
+        payload, if it has one; ``None`` from either means no uniqueness): while a job of the
+        same type holding this key is pending, error or running, nothing is inserted and that
+        job's id comes back with ``.duplicate`` set (its queue, priority and due time stay as
+        they were). Once it has ended the key is free. The database enforces it, so
+        concurrent enqueues from many processes agree on one job; with ``conn`` under
+        READ COMMITTED a concurrent enqueue of the same key waits for the other transaction
+        to end (REPEATABLE READ and SERIALIZABLE raise a serialization failure instead).
+
         Raises ``TypeError``/``ValueError`` (:class:`PayloadError` for the payload) before
         any SQL on bad input, :class:`DatabaseError` if the insert fails.
         """
@@ -299,6 +341,7 @@ class App:
             run_at,
             queue,
             self.max_payload_bytes,
+            None if unique_key is None else [unique_key],
         )
         store = await self._get_store()
         (job_id,) = await store.enqueue(rows, conn)
@@ -315,9 +358,12 @@ class App:
         run_at: dt.datetime | None = None,
         queue: str | None = None,
         conn: object | None = None,
-    ) -> list[int]:
+        unique_keys: Sequence[str | None] | None = None,
+    ) -> list[JobId]:
         """Queue one job per payload in a single statement (one NOTIFY); return the ids in
-        payload order. Same options and errors as :meth:`enqueue`."""
+        payload order. Same options and errors as :meth:`enqueue`; ``unique_keys`` gives
+        one key (or ``None``) per payload: a key held by an existing job, or repeated
+        within the call, returns the id of the job that holds it, marked ``duplicate``."""
         items = list(payloads)
         rows = new_jobs(
             self.registry,
@@ -329,6 +375,7 @@ class App:
             run_at,
             queue,
             self.max_payload_bytes,
+            unique_keys,
         )
         if not items:
             return []

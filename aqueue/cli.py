@@ -79,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         "--queue",
         action="append",
         dest="queues",
-        metavar="NAME",
-        help="claim from this queue (repeatable; default: every queue)",
+        metavar="NAME[=SLOTS]",
+        help="claim from this queue (repeatable; default: every queue); NAME=SLOTS gives it "
+        "that many slots of its own, a bare NAME shares --concurrency",
     )
     for flag, dest, text in _SETTINGS:
         worker.add_argument(flag, dest=dest, type=float, help=text)

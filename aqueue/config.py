@@ -60,8 +60,15 @@ def validate_name(kind: str, name: str) -> str:
 class WorkerSettings:
     """How a worker runs. Build it with :meth:`resolve`; fields are validated there.
 
-    - ``concurrency``: handlers running at once (claims never exceed the free slots).
-    - ``queues``: queue names to claim from; ``None`` claims from every queue.
+    - ``concurrency``: handlers running at once (claims never exceed the free slots), shared
+      by every queue that has no slots of its own.
+    - ``queues``: queue names to claim from; ``None`` claims from every queue. Given as a
+      mapping (``{"default": 16, "mail": 4}``), a list (``["default", "mail"]``), or a
+      string (``"default=16,mail"``, as ``AQUEUE_QUEUES`` and the repeatable CLI
+      ``--queue mail=4`` give it): a queue with a size has that many slots of its own; the
+      others (size ``None``, or none given) share ``concurrency``. The worker runs up to
+      the sum at once.
+    - ``queue_slots``: the sized queues and their slots (derived from ``queues``).
     - ``lease_s``: how long a claim holds a job without a heartbeat; after it, any worker may
       rescue the job.
     - ``heartbeat_s``: how often running jobs' leases are extended (default ``lease_s / 3``).
@@ -83,6 +90,7 @@ class WorkerSettings:
 
     concurrency: int = CONCURRENCY_DEFAULT
     queues: tuple[str, ...] | None = None
+    queue_slots: Mapping[str, int] = dataclasses.field(default_factory=dict)
     lease_s: float = LEASE_S_DEFAULT
     heartbeat_s: float = LEASE_S_DEFAULT / 3
     poll_interval_s: float = POLL_INTERVAL_S_DEFAULT
@@ -101,7 +109,7 @@ class WorkerSettings:
         over the defaults, and validate. Raises :class:`ConfigurationError` naming the source
         of a bad value."""
         env = os.environ if environ is None else environ
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"queue_slots"}
         unknown = set(overrides) - names
         if unknown:
             raise ConfigurationError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
@@ -116,6 +124,8 @@ class WorkerSettings:
             else:
                 continue
             values[name] = _coerce(name, raw, source)
+        if values.get("queues") is not None:
+            values["queues"], values["queue_slots"] = _queue_slots(values["queues"], source)
         if "heartbeat_s" not in values:
             values["heartbeat_s"] = values.get("lease_s", LEASE_S_DEFAULT) / 3
         settings = cls(**values)
@@ -153,6 +163,51 @@ class WorkerSettings:
                 validate_name("queue name", queue)
 
 
+def queue_total(settings: WorkerSettings) -> int:
+    """The most handlers the worker runs at once: the sized queues' slots, plus
+    ``concurrency`` when some queue (or every queue) shares it."""
+    sized = sum(settings.queue_slots.values())
+    shared = settings.queues is None or any(q not in settings.queue_slots for q in settings.queues)
+    return sized + (settings.concurrency if shared else 0)
+
+
+def _queue_slots(items: tuple[Any, ...], source: str) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Queue names and the sizes of the sized ones, from ``("a", "b=4")`` or
+    ``(("a", None), ("b", 4))`` entries. Raises :class:`ConfigurationError`."""
+    names: list[str] = []
+    slots: dict[str, int] = {}
+    for item in items:
+        size: Any = None
+        if isinstance(item, tuple) and len(item) == 2:
+            name, size = item
+        elif isinstance(item, str) and "=" in item:
+            name, _, size = item.partition("=")
+            name, size = name.strip(), size.strip()
+        else:
+            name = item
+        if not isinstance(name, str):
+            raise ConfigurationError(f"{source}: a queue name must be a string, got {name!r}")
+        validate_name("queue name", name)
+        if name in names:
+            raise ConfigurationError(f"{source}: queue {name!r} is named twice")
+        names.append(name)
+        if size is None:
+            continue
+        try:
+            if isinstance(size, bool) or (isinstance(size, float) and size != int(size)):
+                raise ValueError
+            count = int(size)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{source}: queue {name!r} has slots {size!r}; give a whole number >= 1, or "
+                "none to share concurrency"
+            ) from None
+        if count < 1:
+            raise ConfigurationError(f"{source}: queue {name!r} needs at least 1 slot, got {count}")
+        slots[name] = count
+    return tuple(names), slots
+
+
 def _coerce(name: str, raw: Any, source: str) -> Any:
     try:
         if name == "concurrency":
@@ -165,6 +220,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         if name == "queues":
             if isinstance(raw, str):
                 return tuple(q.strip() for q in raw.split(",") if q.strip())
+            if isinstance(raw, Mapping):
+                return tuple(raw.items())
             return tuple(raw)
         if isinstance(raw, bool):
             raise TypeError

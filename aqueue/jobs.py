@@ -6,7 +6,21 @@ import contextvars
 import dataclasses
 import enum
 
-__all__ = ["JobInfo", "JobState", "current_job"]
+__all__ = ["JobId", "JobInfo", "JobState", "current_job"]
+
+
+class JobId(int):
+    """A job's id, as :meth:`aqueue.App.enqueue` returns it: an ``int`` that also says
+    whether the enqueue added a job. ``duplicate`` is ``True`` when a job of the same type
+    already held the unique key (it is that job's id, and nothing was inserted). It prints
+    and compares as the plain number."""
+
+    duplicate: bool
+
+    def __new__(cls, value: int, *, duplicate: bool = False) -> JobId:
+        job_id = super().__new__(cls, value)
+        job_id.duplicate = duplicate
+        return job_id
 
 
 class JobState(enum.StrEnum):

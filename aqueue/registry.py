@@ -10,7 +10,9 @@ from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 
+from .backoff import DEFAULT_BACKOFF, Backoff, RetryPolicy
 from .config import MAX_TRIES_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, validate_name
+from .control import RateLimit
 from .errors import ConfigurationError
 
 __all__ = ["JobDeclaration", "JobType", "declare"]
@@ -28,6 +30,8 @@ class JobDeclaration(Generic[M]):
     - ``name``: the ``job_type`` stored in the table.
     - ``payload``: the protobuf message class the handler takes.
     - ``queue``, ``priority``, ``max_tries``: defaults for jobs enqueued without overrides.
+    - ``unique_key``: ``payload -> str | None``, the unique key of a job enqueued without
+      ``unique_key=`` (``None``: no uniqueness); see :meth:`aqueue.App.enqueue`.
     """
 
     name: str
@@ -35,6 +39,7 @@ class JobDeclaration(Generic[M]):
     queue: str
     priority: int
     max_tries: int
+    unique_key: Callable[[M], str | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,10 +53,20 @@ class JobType(JobDeclaration[M]):
     - ``name``, ``payload``, ``queue``, ``priority``, ``max_tries``: as declared.
     - ``timeout_s``: how long one attempt may run before it is cancelled and recorded as a
       failure (retried like any failure); ``None``: no limit.
+    - ``backoff``: the wait after a failed attempt (a :class:`aqueue.Backoff`, or a callable
+      ``(attempt) -> seconds``).
+    - ``discard_on``: exception types (subclasses included) that fail the job at once.
+    - ``global_concurrency``: the most attempts of this type running at once across the
+      fleet; ``None``: no limit.
+    - ``rate_limit``: a :class:`aqueue.RateLimit` on starts across the fleet; ``None``: none.
     """
 
-    handler: Callable[[M], Awaitable[None]]
-    timeout_s: float | None = None
+    handler: Callable[[M], Awaitable[None]] = dataclasses.field(kw_only=True)
+    timeout_s: float | None = dataclasses.field(default=None, kw_only=True)
+    backoff: RetryPolicy = dataclasses.field(default=DEFAULT_BACKOFF, kw_only=True)
+    discard_on: tuple[type[BaseException], ...] = dataclasses.field(default=(), kw_only=True)
+    global_concurrency: int | None = dataclasses.field(default=None, kw_only=True)
+    rate_limit: RateLimit | None = dataclasses.field(default=None, kw_only=True)
 
     def __call__(self, payload: M) -> Awaitable[None]:
         return self.handler(payload)
@@ -64,6 +79,7 @@ def declare(
     queue: str = QUEUE_DEFAULT,
     priority: int = PRIORITY_DEFAULT,
     max_tries: int = MAX_TRIES_DEFAULT,
+    unique_key: Callable[[M], str | None] | None = None,
 ) -> JobDeclaration[M]:
     """Declare a job type in code that producers and workers share, without its handler::
 
@@ -84,7 +100,8 @@ def declare(
     validate_name("job type", name)
     validate_name("queue name", queue)
     check_job_options(priority, max_tries)
-    return JobDeclaration(name, payload, queue, priority, max_tries)
+    check_unique_key(unique_key)
+    return JobDeclaration(name, payload, queue, priority, max_tries, unique_key)
 
 
 def _check_payload_class(payload: object) -> None:
@@ -101,6 +118,43 @@ def check_job_options(priority: int, max_tries: int) -> None:
         raise TypeError(f"max_tries must be an int, got {max_tries!r}")
     if not 1 <= max_tries < 2**31:
         raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+
+
+def check_unique_key(unique_key: object) -> None:
+    if unique_key is not None and not callable(unique_key):
+        raise TypeError(
+            f"unique_key must be a callable payload -> str | None (the per-type default), got "
+            f"{unique_key!r}; pass a job's own key to enqueue(unique_key=...)"
+        )
+
+
+def check_flow_options(
+    backoff: object,
+    discard_on: object,
+    global_concurrency: object,
+    rate_limit: object,
+) -> tuple[type[BaseException], ...]:
+    """Refuse bad ``@app.job`` flow options; return ``discard_on`` as a tuple."""
+    if not isinstance(backoff, Backoff) and not callable(backoff):
+        raise TypeError(
+            f"backoff must be an aqueue.Backoff or a callable (attempt) -> seconds, got {backoff!r}"
+        )
+    if isinstance(discard_on, type):
+        discard_on = (discard_on,)
+    if not isinstance(discard_on, (tuple, list)) or not all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in discard_on
+    ):
+        raise TypeError(f"discard_on must be a tuple of exception classes, got {discard_on!r}")
+    if global_concurrency is not None:
+        if isinstance(global_concurrency, bool) or not isinstance(global_concurrency, int):
+            raise TypeError(
+                f"global_concurrency must be an int or None, got {global_concurrency!r}"
+            )
+        if not 1 <= global_concurrency < 2**31:
+            raise ValueError(f"global_concurrency must be >= 1, got {global_concurrency}")
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise TypeError(f"rate_limit must be an aqueue.RateLimit or None, got {rate_limit!r}")
+    return tuple(discard_on)
 
 
 def _describe(handler: object) -> str:
@@ -177,6 +231,11 @@ class Registry:
         priority: int,
         max_tries: int,
         timeout_s: float | None = None,
+        unique_key: Callable[[M], str | None] | None = None,
+        backoff: RetryPolicy = DEFAULT_BACKOFF,
+        discard_on: tuple[type[BaseException], ...] = (),
+        global_concurrency: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> JobType[M]:
         _check_payload_class(payload)
         check_handler(handler)
@@ -197,6 +256,8 @@ class Registry:
             raise ValueError(
                 f"timeout_s must be a number of seconds > 0, or None; got {timeout_s!r}"
             )
+        check_unique_key(unique_key)
+        discard_on = check_flow_options(backoff, discard_on, global_concurrency, rate_limit)
         if job_name in self._types:
             raise ConfigurationError(f"job type {job_name!r} is already registered")
         job_type = JobType(
@@ -205,8 +266,13 @@ class Registry:
             queue=queue,
             priority=priority,
             max_tries=max_tries,
+            unique_key=unique_key,
             handler=handler,
             timeout_s=None if timeout_s is None else float(timeout_s),
+            backoff=backoff,
+            discard_on=discard_on,
+            global_concurrency=global_concurrency,
+            rate_limit=rate_limit,
         )
         self._types[job_name] = job_type  # type: ignore[assignment]
         return job_type
@@ -216,6 +282,10 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def limited(self) -> list[JobType[Message]]:
+        """The types with a fleet-wide concurrency or rate limit."""
+        return [t for t in self._types.values() if t.global_concurrency or t.rate_limit]
 
     def __iter__(self) -> Iterator[JobType[Message]]:
         return iter(self._types.values())

@@ -56,6 +56,11 @@ def _job_columns(state: Enum) -> list[Column[object]]:
     ]
 
 
+def _snoozes() -> Column[int]:
+    # Snoozes in a row with no counted attempt between them (aqueue.Snooze).
+    return Column("snoozes", Integer, nullable=False, server_default=text("0"))
+
+
 def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
     """Return a fresh :class:`~sqlalchemy.MetaData` with aqueue's tables in ``schema``.
 
@@ -96,11 +101,12 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         *_job_columns(state),
         Column("lane_id", Integer, nullable=False),
         Column("seq", BigInteger, nullable=False, server_default=ready_seq.next_value()),
+        _snoozes(),
         CheckConstraint(waiting),
     )
     # The claim's cursor scan: seq past the lane's cursor, in order.
     Index("jobs_ready_lane_idx", ready.c.lane_id, ready.c.seq)
-    delayed = Table("jobs_delayed", md, *_job_columns(state), CheckConstraint(waiting))
+    delayed = Table("jobs_delayed", md, *_job_columns(state), _snoozes(), CheckConstraint(waiting))
     Index("jobs_delayed_due_idx", delayed.c.next_attempt_after)
     Index("jobs_delayed_type_due_idx", delayed.c.job_type, delayed.c.next_attempt_after)
     running_columns = [c for c in _job_columns(state) if c.name != "state"]
@@ -112,8 +118,28 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         # The worker's claim that took it: a claim whose reply was lost is handed back.
         Column("claim_no", BigInteger, nullable=False),
         Column("claimed_at", DateTime(timezone=True), nullable=False),
+        _snoozes(),
     )
     Index("jobs_running_worker_idx", running.c.worker_id, running.c.claim_no)
+    # Counts a limited type's running attempts (global_concurrency).
+    Index("jobs_running_type_idx", running.c.job_type)
+    # Unique jobs: (job_type, key) -> the waiting or running job that holds the key.
+    unique_keys = Table(
+        "unique_keys",
+        md,
+        Column("job_type", Text, primary_key=True),
+        Column("key", Text, primary_key=True),
+        Column("job_id", BigInteger, nullable=False),
+    )
+    Index("unique_keys_job_idx", unique_keys.c.job_id)
+    # Fleet-wide limits: a claim locks a limited type's row while it starts attempts of it;
+    # starts holds the start times inside the latest rate window.
+    Table(
+        "job_limits",
+        md,
+        Column("job_type", Text, primary_key=True),
+        Column("starts", ARRAY(DateTime(timezone=True)), nullable=False, server_default="{}"),
+    )
     for ring, check in (
         ("done", "state IN ('completed', 'cancelled')"),
         ("failed", "state = 'failed'"),

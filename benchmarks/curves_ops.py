@@ -88,10 +88,15 @@ def _claim_args(served: Served, limit: int) -> tuple[Any, ...]:
     claimer = _claimers.setdefault(served.worker_id, _Claimer())
     queues = None if served.queues is None else list(served.queues)
     cursors = claimer.cursors.positions()
-    return (
-        *(limit, list(served.job_types), queues, served.worker_id, LEASE_S, [], []),
-        *(claimer.claim_no + 1, list(cursors), list(cursors.values())),
-        *(claimer.promote_since(), []),
+    return Store.claim_args(
+        limit,
+        served.job_types,
+        queues,
+        served.worker_id,
+        LEASE_S,
+        claim_no=claimer.claim_no + 1,
+        cursors=cursors,
+        promote_since=claimer.promote_since(),
     )
 
 

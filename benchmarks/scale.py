@@ -104,7 +104,7 @@ async def explain(bench: Bench, queued: int, completed_kept: int) -> list[str]:
                 "client_min_messages = log",
             ):
                 await bench.pg.execute(f"SET LOCAL {setting}")
-            args = (16, ["noop"], None, "explain", 30.0, [], [], 1, [], [], None, [])
+            args = store.claim_args(16, ["noop"], None, "explain", 30.0, claim_no=1)
             rows = await bench.pg.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + claim, *args)
             raise _Rollback
     except _Rollback:

@@ -99,3 +99,44 @@ async def stubborn(payload: Task) -> None:
     while True:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0.05)
+
+
+# One row per attempt of the flow-control handlers: when it started and ended here (the
+# epoch, this machine's clock) and when its claim took it (the database's clock).
+SPANS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.spans (
+    job_id bigint NOT NULL,
+    attempt int NOT NULL,
+    pid int NOT NULL,
+    started float8 NOT NULL,
+    ended float8 NOT NULL,
+    claimed_at timestamptz,
+    UNIQUE (job_id, attempt)
+)
+"""
+
+
+async def write_span(started: float) -> None:
+    job = aqueue.current_job()
+    assert app.engine is not None
+    async with app.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            f"INSERT INTO {SCHEMA}.spans (job_id, attempt, pid, started, ended, claimed_at) "
+            f"SELECT $1, $2, $3, $4, $5, (SELECT r.claimed_at FROM {SCHEMA}.jobs_running AS r "
+            f"WHERE r.id = $1) ON CONFLICT DO NOTHING",
+            (job.id, job.attempt, os.getpid(), started, time.time()),
+        )
+
+
+@app.job(payload=Task, global_concurrency=3)
+async def limited(payload: Task) -> None:
+    """At most 3 attempts at once across the fleet: sleep ``sleep_s``, record the span."""
+    started = time.time()
+    await anyio.sleep(payload.sleep_s)
+    await write_span(started)
+
+
+@app.job(payload=Task, rate_limit=aqueue.RateLimit(count=20, period_s=1.0))
+async def rated(payload: Task) -> None:
+    """At most 20 starts a second across the fleet: record the span and the claim's time."""
+    await write_span(time.time())

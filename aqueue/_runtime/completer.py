@@ -44,6 +44,7 @@ class Completer:
         self._completions: list[Outcome] = []  # on offer to the scheduler's next claim
         self._arrived = anyio.Event()  # something was submitted or taken
         self._closed = False
+        self._writing = 0  # batches being written now
 
     def submit(self, outcome: Outcome) -> None:
         """Queue ``outcome`` for writing (from the job's task; never blocks)."""
@@ -52,6 +53,10 @@ class Completer:
         else:
             self._others.append(outcome)
         self._arrived.set()
+
+    def pending(self) -> bool:
+        """Whether outcomes wait to be written, or are being written."""
+        return bool(self._others or self._completions or self._writing)
 
     def close(self) -> None:
         """No more outcomes will come: :meth:`run` writes what it holds and returns."""
@@ -114,11 +119,14 @@ class Completer:
     async def _persist_some(self, pending: list[Outcome]) -> None:
         batch = pending[:BATCH_MAX]
         del pending[:BATCH_MAX]
+        self._writing += 1
         try:
             await self._persist(batch)
         except BaseException:
             pending[:0] = batch  # cancelled: left for the worker's last try
             raise
+        finally:
+            self._writing -= 1
 
     async def write_once(self, batch: list[Outcome]) -> None:
         """One attempt at writing ``batch``, for the last moments of a cancelled worker."""
@@ -189,7 +197,15 @@ class Completer:
         done = [o for o in batch if o.verdict is Verdict.COMPLETE]
         failed = [o for o in batch if o.verdict is Verdict.FAIL]
         released = [o for o in batch if o.verdict is Verdict.RELEASE]
-        counts = {"completed": 0, "error": 0, "failed": 0, "released": 0, "stale": 0}
+        snoozed = [o for o in batch if o.verdict is Verdict.SNOOZE]
+        counts = {
+            "completed": 0,
+            "error": 0,
+            "failed": 0,
+            "released": 0,
+            "snoozed": 0,
+            "stale": 0,
+        }
         wid = self._worker_id
         written: set[int] = set()
         if done:
@@ -216,6 +232,17 @@ class Completer:
             )
             counts["released"] += len(changed)
             written |= changed
+        if snoozed:
+            states = await self._store.snooze(
+                wid,
+                [o.job.id for o in snoozed],
+                [o.job.attempt for o in snoozed],
+                [o.delay_s for o in snoozed],
+            )
+            for state in states.values():
+                # More than SNOOZE_MAX snoozes in a row end the job failed.
+                counts["failed" if state == "failed" else "snoozed"] += 1
+            written |= states.keys()
         return self._counted(batch, counts, written)
 
     @staticmethod

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from .._store.records import ClaimedJob
-from ..backoff import retry_delay_s
+from ..backoff import policy_delay_s, retry_delay_s
 from ..config import FAILURE_INFO_MAX_CHARS
+from ..control import Discard, Retry, Snooze
 from ..jobs import JobInfo, _current
-from ..registry import Registry
+from ..registry import JobType, Registry
 
 log = logging.getLogger("aqueue.worker")
 
@@ -29,6 +30,7 @@ class Verdict(enum.Enum):
     COMPLETE = "complete"  # the handler returned
     FAIL = "fail"  # the attempt failed: error with backoff, or failed when out of tries/final
     RELEASE = "release"  # hand the job back without counting the attempt (worker stopping)
+    SNOOZE = "snooze"  # the handler asked to run later without counting the attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +120,23 @@ class Executor:
             # lease) still propagates; only this scope's own expiry is a timeout.
             with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as limit:
                 await job_type.handler(payload)
+        except Snooze as exc:
+            log.info("snooze: job %d (%s) for %g s", job.id, job.job_type, exc.delay_s)
+            return Outcome(job, Verdict.SNOOZE, delay_s=exc.delay_s)
+        except Retry as exc:
+            reason = f": {exc.reason}" if exc.reason else ""
+            info = self._redact(
+                f"Retry: the handler requested a retry after attempt {job.attempt}{reason}"
+            )
+            return self.failed(job, job_type, bound_text(info), "Retry", delay_s=exc.delay_s)
+        except Discard as exc:
+            reason = exc.reason or "(no reason given)"
+            info = self._redact(
+                f"Discarded: the handler discarded the job at attempt {job.attempt}: {reason}"
+            )
+            return self.failed(job, job_type, bound_text(info), "Discard", final=True)
         except Exception as exc:
-            return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+            return self._raised(job, job_type, exc)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is None or task.cancelling():
@@ -127,7 +144,7 @@ class Executor:
             # Raised by the handler itself (it awaited a future someone else cancelled):
             # a failure like any other, or it would be handed back and claimed again at
             # once, over and over, never counting against max_tries.
-            return self.failed(job, format_failure(exc, redact=self._redact), type(exc).__name__)
+            return self._raised(job, job_type, exc)
         except GeneratorExit:
             raise  # the coroutine is being closed: nothing runs any more
         except BaseException as exc:
@@ -136,33 +153,86 @@ class Executor:
             # cancellation from asyncio's runner. Let it escape the task and asyncio
             # re-raises it out of the event loop: the worker dies, and so would every
             # worker that claims this job next.
-            info = format_failure(exc, redact=self._redact)
-            return self.failed(job, info, type(exc).__name__, level=logging.ERROR)
+            return self._raised(job, job_type, exc, level=logging.ERROR)
         if limit.cancel_called:
             # Past its deadline, even if the handler swallowed the cancellation and returned.
             info = (
                 f"TimeoutError: attempt {job.attempt} of job {job.id} ({job.job_type}) ran "
                 f"longer than its timeout_s={timeout_s:g} and was cancelled"
             )
-            return self.failed(job, info, "TimeoutError")
+            return self.failed(job, job_type, info, "TimeoutError")
         return Outcome(job, Verdict.COMPLETE)
 
+    def _raised(
+        self,
+        job: ClaimedJob,
+        job_type: JobType[Message],
+        exc: BaseException,
+        *,
+        level: int = logging.INFO,
+    ) -> Outcome:
+        """The handler raised ``exc``: a failed attempt, final if ``discard_on`` names it."""
+        info = format_failure(exc, redact=self._redact)
+        final = isinstance(exc, job_type.discard_on)
+        if final:
+            info = bound_text(
+                f"Discarded: {type(exc).__name__} is in this job type's discard_on; not "
+                f"retried.\n{info}"
+            )
+        return self.failed(job, job_type, info, type(exc).__name__, level=level, final=final)
+
     def failed(
-        self, job: ClaimedJob, info: str, error: str, *, level: int = logging.INFO
+        self,
+        job: ClaimedJob,
+        job_type: JobType[Message] | None,
+        info: str,
+        error: str,
+        *,
+        level: int = logging.INFO,
+        final: bool = False,
+        delay_s: float | None = None,
     ) -> Outcome:
         """A failed attempt; ``info`` is its failure_info, already redacted and bounded.
-        Logged at ``level``; the last attempt's failure at WARNING at least: with no logging
-        configured at all, Python's last-resort handler still shows it on stderr."""
-        final = job.attempt >= job.max_tries
+        ``final``: never retried; else due again after ``delay_s`` (``None``: the type's
+        backoff). Logged at ``level``; the last attempt's failure at WARNING at least: with
+        no logging configured at all, Python's last-resort handler still shows it on
+        stderr."""
+        last = final or job.attempt >= job.max_tries
         log.log(
-            max(level, logging.WARNING) if final else level,
+            max(level, logging.WARNING) if last else level,
             "fail: job %d (%s) attempt %d/%d raised %s%s",
             job.id,
             job.job_type,
             job.attempt,
             job.max_tries,
             error,
-            "; out of tries, failed for good" if final else "; will retry",
+            "; discarded"
+            if final
+            else "; out of tries, failed for good"
+            if last
+            else "; will retry",
         )
-        delay = 0.0 if final else retry_delay_s(job.attempt, self._rng)
-        return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=info)
+        if last:
+            delay = 0.0
+        elif delay_s is not None:
+            delay = delay_s
+        elif job_type is None:
+            delay = retry_delay_s(job.attempt, self._rng)
+        else:
+            try:
+                delay = policy_delay_s(job_type.backoff, job.attempt, self._rng)
+            except Exception as exc:  # the user's callable: a bad answer must not lose the job
+                delay = retry_delay_s(job.attempt, self._rng)
+                log.error(
+                    "fail: job %d (%s): its backoff failed (%s); the default backoff "
+                    "applies (%.1f s)",
+                    job.id,
+                    job.job_type,
+                    exc,
+                    delay,
+                )
+                info = bound_text(
+                    f"{info}\n[aqueue: the job type's backoff raised {type(exc).__name__}: "
+                    f"{self._redact(str(exc))}; the default backoff applied]"
+                )
+        return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=info, final=final)

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import anyio
 
-from .._store.records import ClaimedJob
+from .._store.records import ClaimedJob, Limit
 from .._store.store import Claim, Store
 from ..config import WorkerSettings
 from ..errors import DatabaseError
+from ..registry import Registry
 from .completer import Completer
 from .cursors import Cursors
 from .logs import Throttled
+from .slots import Slots
 
 log = logging.getLogger("aqueue.worker")
 
@@ -40,6 +42,8 @@ ERROR_BACKOFF_MAX_S = 2.0
 # one. Short jobs drain about a third faster; a job never waits that it would not have
 # waited for a claim anyway.
 COALESCE_MAX_S = 0.005
+# A drain that found nothing due looks again this often while outcomes are being written.
+DRAIN_WRITE_POLL_S = 0.005
 
 
 class Scheduler:
@@ -47,9 +51,9 @@ class Scheduler:
         self,
         store: Store,
         settings: WorkerSettings,
-        job_types: Sequence[str],
+        registry: Registry,
         worker_id: str,
-        free_slots: Callable[[], int],
+        slots: Slots,
         start_job: Callable[[ClaimedJob], None],
         completer: Completer,
         on_change: Callable[[], None],
@@ -59,9 +63,18 @@ class Scheduler:
     ) -> None:
         self._store = store
         self._settings = settings
-        self._job_types = list(job_types)
+        self._job_types = registry.names()
+        self._limits = [
+            Limit(
+                t.name,
+                t.global_concurrency,
+                t.rate_limit.count if t.rate_limit else None,
+                t.rate_limit.period_s if t.rate_limit else None,
+            )
+            for t in registry.limited()
+        ]
         self._worker_id = worker_id
-        self._free_slots = free_slots
+        self._slots = slots
         self._start_job = start_job
         self._completer = completer
         self._on_change = on_change
@@ -77,7 +90,7 @@ class Scheduler:
         self.claims = 0
         self.claimed = 0
         self.sleeping = False  # waiting with nothing due that it could take
-        self._backlog = False  # the last claim filled every free slot
+        self._backlog = False  # the last claim filled the free slots of some group
         self._claim_s = 0.0  # the last claim's round trip
 
     def wake(self) -> None:
@@ -90,36 +103,50 @@ class Scheduler:
         self._wake.set()
 
     async def run(self) -> None:
-        settings = self._settings
         error_wait = 0.05
         while not self._stopping:
             # A fresh event before looking: a wake-up that lands while we claim is kept.
             self._wake = anyio.Event()
-            free = self._free_slots()
+            free = self._slots.free()
+            total = self._slots.total
             timeout: float | None
             try:
-                if free <= 0:
+                if sum(free) <= 0:
                     timeout = None  # a finished job wakes us
                 else:
-                    if self._backlog and free < settings.concurrency:
+                    if self._backlog and sum(free) < total:
                         free = await self._coalesce()
                         if self._stopping:
                             continue
+                    # Outcomes on their way to the table now may land after the claim's
+                    # snapshot: a drain must not take the claim's answer as final then.
+                    writing = self._completer.pending()
                     started = anyio.current_time()
                     claim = await self._claim(free)
                     self._claim_s = anyio.current_time() - started
                     jobs, next_due_s = claim.jobs, claim.next_due_s
                     self.claims += 1
                     self.claimed += len(jobs)
-                    self._backlog = len(jobs) == free
+                    got = [0] * len(free)
+                    for job in jobs:
+                        got[self._slots.group(job.queue)] += 1
+                    filled = [g for g, n in enumerate(free) if n and got[g] >= n]
+                    self._backlog = bool(filled)
                     for job in jobs:
                         self._start_job(job)
-                    if len(jobs) == free or claim.promoted:
-                        continue  # maybe more are due: claim again if slots are left
+                    now_free = self._slots.free()
+                    if claim.promoted or any(now_free[g] for g in filled):
+                        continue  # maybe more are due: claim again for the slots left
                     if self._exit_when_idle:
-                        if not jobs and free == settings.concurrency:
-                            return  # drain: nothing running and nothing due
-                        timeout = None  # drain: wait for a running job to finish
+                        if not jobs and sum(free) == total:
+                            if not writing and not self._completer.pending():
+                                return  # drain: nothing running, due, or being written
+                            # A snooze or retry due now may be on its way to the table.
+                            timeout = DRAIN_WRITE_POLL_S
+                        else:
+                            timeout = None  # drain: wait for a running job to finish
+                    elif not sum(now_free):
+                        timeout = None  # every slot busy: a finished job wakes us
                     else:
                         timeout = self._sleep_after(next_due_s)
                 error_wait = 0.05
@@ -137,18 +164,21 @@ class Scheduler:
             finally:
                 self.sleeping = False
 
-    async def _coalesce(self) -> int:
+    async def _coalesce(self) -> list[int]:
         """Wait a moment for more slots to free up (see COALESCE_MAX_S); the free slots."""
         with anyio.move_on_after(min(self._claim_s / 2, COALESCE_MAX_S)):
-            while not self._stopping and self._free_slots() < self._settings.concurrency:
+            while not self._stopping and sum(self._slots.free()) < self._slots.total:
                 self._wake = anyio.Event()
                 await self._wake.wait()
         self._wake = anyio.Event()
-        return self._free_slots()
+        return self._slots.free()
 
-    async def _claim(self, free: int) -> Claim:
-        """Claim up to ``free`` jobs, writing the completions that are waiting on the way."""
-        if not USE_CURSORS:
+    async def _claim(self, free: list[int]) -> Claim:
+        """Claim up to ``free[g]`` jobs for each slot group ``g``, writing the completions
+        that are waiting on the way."""
+        if not USE_CURSORS or self._exit_when_idle:
+            # A drain hears no NOTIFY that would move a cursor back for a row committed
+            # behind it (a snooze written while the last claim ran): it reads every lane.
             self.cursors.reset()
         if self._db_now is None or not USE_CURSORS:
             promote_since = None  # the first claim looks at every delayed job
@@ -171,6 +201,8 @@ class Scheduler:
                 cursors=cursors,
                 promote_since=promote_since,
                 lost_claims=self._lost_claims,
+                queue_groups=self._slots.queue_groups,
+                limits=self._limits,
             )
         except BaseException:
             self.cursors.claim_done(None)

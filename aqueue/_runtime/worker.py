@@ -26,6 +26,7 @@ from .logs import Throttled
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .scheduler import Scheduler
+from .slots import Slots
 from .tasks import JobTasks, coroutine_frames, thread_frames
 
 log = logging.getLogger("aqueue.worker")
@@ -61,7 +62,8 @@ class WorkerStatistics:
 
     ``claimed``: attempts started. ``running``: handlers running now. ``completed``,
     ``errored`` (failed, will retry), ``failed`` (failed for good), ``released`` (handed back
-    at shutdown, attempt not counted), ``stale`` (finished after losing the lease; nothing
+    at shutdown, attempt not counted), ``snoozed`` (the handler raised :class:`aqueue.Snooze`;
+    not counted either), ``stale`` (finished after losing the lease; nothing
     written): outcomes persisted. ``cancelled``: attempts whose job ``app.cancel`` cancelled.
     ``abandoned``: handlers that ignored cancellation at shutdown for longer than
     ``cancel_grace_s`` and were left running (recorded as failed attempts).
@@ -76,6 +78,7 @@ class WorkerStatistics:
     errored: int
     failed: int
     released: int
+    snoozed: int
     stale: int
     cancelled: int
     abandoned: int
@@ -87,12 +90,14 @@ class WorkerStatistics:
 
     @property
     def processed(self) -> int:
-        """Attempts finished: completed + errored + failed + released + stale + cancelled."""
+        """Attempts finished: completed + errored + failed + released + snoozed + stale +
+        cancelled."""
         return (
             self.completed
             + self.errored
             + self.failed
             + self.released
+            + self.snoozed
             + self.stale
             + self.cancelled
         )
@@ -138,6 +143,8 @@ class Worker:
         self.worker_id = new_worker_id()
         self.settings = settings
         self._store = store
+        self._registry = registry
+        self._slots = Slots(settings)
         self._listen = listen
         # Attempts running here, by (job id, attempt): a job rescued from this worker while
         # its attempt still runs can be claimed here again, as a new attempt.
@@ -154,6 +161,7 @@ class Worker:
                 "error",
                 "failed",
                 "released",
+                "snoozed",
                 "stale",
                 "cancelled",
                 "abandoned",
@@ -170,9 +178,9 @@ class Worker:
         self._scheduler = Scheduler(
             store,
             settings,
-            registry.names(),
+            registry,
             self.worker_id,
-            self._free_slots,
+            self._slots,
             self._start_job,
             self._completer,
             self._signal_change,
@@ -227,6 +235,7 @@ class Worker:
             errored=c["error"],
             failed=c["failed"],
             released=c["released"],
+            snoozed=c["snoozed"],
             stale=c["stale"],
             cancelled=c["cancelled"],
             abandoned=c["abandoned"],
@@ -366,6 +375,7 @@ class Worker:
     def _abandon(self, entry: _Running, task: asyncio.Task[None] | None) -> None:
         job = entry.job
         del self._running[(job.id, job.attempt)]
+        self._slots.give(job.queue)
         self._counts["abandoned"] += 1
         where = "unknown code" if task is None else self._describe(coroutine_frames(task))
         log.error(
@@ -384,12 +394,14 @@ class Worker:
                 f"was still running {self.settings.cancel_grace_s:g} s later; the worker left "
                 f"it behind. Stuck at: {where}"
             )
-            self._completer.submit(self._executor.failed(job, info, "HandlerIgnoredCancellation"))
+            job_type = self._registry.get(job.job_type)
+            outcome = self._executor.failed(job, job_type, info, "HandlerIgnoredCancellation")
+            self._completer.submit(outcome)
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _free_slots(self) -> int:
-        return self.settings.concurrency - len(self._running)
+    def _free_slots(self) -> list[int]:
+        return self._slots.free()
 
     def _start_job(self, job: ClaimedJob) -> None:
         entry = _Running(job, anyio.CancelScope())
@@ -411,6 +423,7 @@ class Worker:
                 old.cancel(SUPERSEDED)
                 self._counts["stale"] += 1
         self._running[(job.id, job.attempt)] = entry
+        self._slots.take(job.queue)
         self._latest[job.id] = job.attempt
         entry.task = self._jobs.start(self._run_job(entry), name=f"aqueue job {job.id}")
 
@@ -423,6 +436,7 @@ class Worker:
                 else:
                     outcome = self._executor.failed(
                         entry.job,
+                        self._registry.get(entry.job.job_type),
                         f"EarlierAttemptStillRunning: attempt {entry.job.attempt} of job "
                         f"{entry.job.id} was claimed on worker {self.worker_id}, where an "
                         f"earlier attempt still ran {self.settings.cancel_grace_s:g} s after "
@@ -453,6 +467,7 @@ class Worker:
         job = entry.job
         if self._running.pop((job.id, job.attempt), None) is None:
             return  # abandoned at shutdown; a failure was recorded for it then
+        self._slots.give(job.queue)
         if self._latest.get(job.id) == job.attempt:
             del self._latest[job.id]
         reason = entry.cancel_reason

@@ -31,3 +31,14 @@ class NewJobs:
     payloads: list[bytes]
     delay_s: float | None
     run_at: dt.datetime | None
+    unique_keys: list[str | None] | None = None  # per payload; None: no uniqueness at all
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A job type's fleet-wide limits, as a claim enforces them."""
+
+    job_type: str
+    concurrency: int | None
+    rate_count: int | None
+    rate_period_s: float | None

@@ -17,11 +17,12 @@ import anyio
 import asyncpg
 
 from ..errors import MIGRATE_HINT, DatabaseError, SchemaError
+from ..jobs import JobId
 from . import sql
 from .connections import fetch_column_on
 from .dsn import redact
 from .pool import BROKEN, Pool
-from .records import ClaimedJob, NewJobs
+from .records import ClaimedJob, Limit, NewJobs
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -44,7 +45,7 @@ WORKER_CONNECTIONS = 2
 _UNMIGRATED = frozenset({"42P01", "42704", "3F000", "42883"})
 _WORKER_STATEMENTS = frozenset(
     {
-        *("claim", "complete", "fail", "release", "heartbeat", "rescue"),
+        *("claim", "complete", "fail", "release", "snooze", "heartbeat", "rescue"),
         *("worker_seen", "worker_gone", "unserved_jobs"),
     }
 )
@@ -180,11 +181,24 @@ class Store:
 
     # -- enqueue --------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: NewJobs, conn: object | None = None) -> list[int]:
+    async def enqueue(self, jobs: NewJobs, conn: object | None = None) -> list[JobId]:
         """Insert ``jobs``; on ``conn`` (the caller's transaction, not committed here) or on a
-        pooled connection in autocommit."""
+        pooled connection in autocommit. A job whose unique key is held returns the holder's
+        id, marked ``duplicate``."""
         args: tuple[Any, ...]
-        if len(jobs.payloads) == 1 and jobs.delay_s is None and jobs.run_at is None:
+        if jobs.unique_keys is not None and any(k is not None for k in jobs.unique_keys):
+            name = "enqueue_unique"
+            args = (
+                jobs.job_type,
+                jobs.queue,
+                jobs.priority,
+                jobs.max_tries,
+                jobs.payloads,
+                jobs.delay_s,
+                jobs.run_at,
+                jobs.unique_keys,
+            )
+        elif len(jobs.payloads) == 1 and jobs.delay_s is None and jobs.run_at is None:
             # The common case, one job due now: one plain INSERT, no plpgsql.
             name = "enqueue"
             args = (jobs.job_type, jobs.queue, jobs.priority, jobs.max_tries, jobs.payloads[0])
@@ -200,16 +214,19 @@ class Store:
                 jobs.run_at,
             )
         if conn is None:
-            return [row[0] for row in await self._fetch(name, *args)]
-        fetch = fetch_column_on(conn)
-        with self._statement(name):
-            return await fetch(self._sql[name], args)
+            values = [row[0] for row in await self._fetch(name, *args)]
+        else:
+            fetch = fetch_column_on(conn)
+            with self._statement(name):
+                values = await fetch(self._sql[name], args)
+        # enqueue_unique gives a duplicate's id negated (job ids are positive).
+        return [JobId(-v, duplicate=True) if v < 0 else JobId(v) for v in values]
 
     # -- worker ---------------------------------------------------------------------------
 
-    async def claim(
-        self,
-        limit: int,
+    @staticmethod
+    def claim_args(
+        free: int | Sequence[int],
         job_types: Sequence[str],
         queues: Sequence[str] | None,
         worker_id: str,
@@ -217,22 +234,20 @@ class Store:
         complete_ids: Sequence[int] = (),
         complete_attempts: Sequence[int] = (),
         *,
+        queue_groups: Sequence[int] | None = None,
         claim_no: int = 0,
         cursors: Mapping[int, int] | None = None,
         promote_since: dt.datetime | None = None,
         lost_claims: Sequence[int] = (),
-    ) -> Claim:
-        """Claim up to ``limit`` due jobs, completing the attempts given in the same
-        statement (see claim.sql). ``cursors`` maps lane ids to the seq each lane is known
-        to be read to (``None``: read every lane from its start); ``promote_since`` bounds
-        which delayed jobs are looked at (``None``: all); ``lost_claims`` are earlier claim
-        numbers of this worker whose reply was lost: their jobs go back first."""
+        limits: Sequence[Limit] = (),
+    ) -> tuple[Any, ...]:
+        """claim.sql's parameters for :meth:`claim`'s arguments (benchmarks run it raw)."""
         lanes = list(cursors) if cursors else []
-        rows = await self._fetch(
-            "claim",
-            limit,
+        return (
+            [free] if isinstance(free, int) else list(free),
             list(job_types),
             None if queues is None else list(queues),
+            None if queues is None else list(queue_groups or [1] * len(queues)),
             worker_id,
             lease_s,
             list(complete_ids),
@@ -242,6 +257,54 @@ class Store:
             [cursors[lane] for lane in lanes] if cursors else [],
             promote_since,
             list(lost_claims),
+            [lim.job_type for lim in limits],
+            [lim.concurrency for lim in limits],
+            [lim.rate_count for lim in limits],
+            [lim.rate_period_s for lim in limits],
+        )
+
+    async def claim(
+        self,
+        free: int | Sequence[int],
+        job_types: Sequence[str],
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        complete_ids: Sequence[int] = (),
+        complete_attempts: Sequence[int] = (),
+        *,
+        queue_groups: Sequence[int] | None = None,
+        claim_no: int = 0,
+        cursors: Mapping[int, int] | None = None,
+        promote_since: dt.datetime | None = None,
+        lost_claims: Sequence[int] = (),
+        limits: Sequence[Limit] = (),
+    ) -> Claim:
+        """Claim up to ``free[g]`` due jobs for each slot group ``g`` (``queues[i]`` is in
+        group ``queue_groups[i]``, 1-based; with ``queues`` None, every queue is in group 1),
+        completing the attempts given in the same statement (see claim.sql). ``limits``: the
+        fleet-wide limits of the job types that have them. ``cursors`` maps lane ids to the
+        seq each lane is known to be read to (``None``: read every lane from its start);
+        ``promote_since`` bounds which delayed jobs are looked at (``None``: all);
+        ``lost_claims`` are earlier claim numbers of this worker whose reply was lost: their
+        jobs go back first."""
+        rows = await self._fetch(
+            "claim",
+            *self.claim_args(
+                free,
+                job_types,
+                queues,
+                worker_id,
+                lease_s,
+                complete_ids,
+                complete_attempts,
+                queue_groups=queue_groups,
+                claim_no=claim_no,
+                cursors=cursors,
+                promote_since=promote_since,
+                lost_claims=lost_claims,
+                limits=limits,
+            ),
         )
         jobs: list[ClaimedJob] = []
         moved: dict[int, int] = {}
@@ -280,6 +343,14 @@ class Store:
     async def release(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
         rows = await self._fetch("release", ids, attempts, worker_id)
         return {row[0] for row in rows}
+
+    async def snooze(
+        self, worker_id: str, ids: list[int], attempts: list[int], delays_s: list[float]
+    ) -> dict[int, str]:
+        """Put running attempts back without counting them, due after ``delays_s`` (see
+        snooze.sql); ``{id: new state}``: ``failed`` for a job snoozed too often."""
+        rows = await self._fetch("snooze", ids, attempts, delays_s, worker_id)
+        return {row[0]: row[1] for row in rows}
 
     async def heartbeat(
         self,

@@ -97,10 +97,10 @@ async def test_claim_reads_its_lane_in_order_with_30000_jobs_just_queued(
     for _ in range(3):
         await app.enqueue_many("bulk", [Task()] * 10_000)
     async with logged_plans(pg, "auto_explain.log_analyze = on") as plans:
-        args = (16, ["bulk"], None, "w", 30.0, [], [], 1, [], [], None, [])
+        args = store.claim_args(16, ["bulk"], None, "w", 30.0, claim_no=1)
         rows = await pg.fetch(store._sql["claim"], *args)
     assert len([r for r in rows if r["kind"] == "j"]) == 16
-    (lookup,) = [p for p in plans if "row_number() OVER" in p and "CROSS JOIN LATERAL" in p]
+    (lookup,) = [p for p in plans if "LIMIT lims[g.grp]" in p]
     assert "Index Scan using jobs_ready_lane_idx" in lookup, lookup
     scan = lookup.split("Index Scan using jobs_ready_lane_idx")[1]
     # Stopped after the 16 rows it wanted (PostgreSQL 18 prints rows=16.00).
@@ -154,8 +154,10 @@ async def test_writes_to_running_attempts_find_them_by_id_not_by_worker(
     claimed = (await store.claim(4, ["looked_up"], None, "worker-a", 30)).jobs
     assert [job.id for job in claimed] == [done_id, failed_id, handed_back_id, beating_id]
     async with logged_plans(pg, "plan_cache_mode = force_generic_plan") as plans:
-        claim_args = (1, ["looked_up"], None, "worker-a", 30.0, [done_id], [1], 2, [], [])
-        claim = await pg.fetch(store._sql["claim"], *claim_args, None, [])
+        claim_args = store.claim_args(
+            1, ["looked_up"], None, "worker-a", 30.0, [done_id], [1], claim_no=2
+        )
+        claim = await pg.fetch(store._sql["claim"], *claim_args)
         failed = await pg.fetch(
             store._sql["fail"], [failed_id], [1], [60.0], ["boom"], [False], "worker-a"
         )

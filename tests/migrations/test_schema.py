@@ -152,6 +152,8 @@ def test_metadata_default_schema() -> None:
             "rings",
             "aqueue_migrations",
             "workers",
+            "unique_keys",
+            "job_limits",
         )
     }
     with pytest.raises(aqueue.ConfigurationError):

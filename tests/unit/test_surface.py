@@ -20,6 +20,7 @@ def test_all_is_exact_and_importable() -> None:
         assert getattr(aqueue, name) is not None
     public = {n for n in vars(aqueue) if not n.startswith("_")}
     submodules = {"app", "backoff", "cli", "config", "errors", "jobs", "registry", "schema"}
+    submodules.add("control")
     submodules.add("testing")  # loaded by `import aqueue.testing`, never by aqueue itself
     loaded_on_use = {"make_metadata", "metadata"}  # they load SQLAlchemy
     assert (public - submodules - {"annotations"}) | loaded_on_use == set(aqueue.__all__)

@@ -1,5 +1,5 @@
 -- release: hand running attempts back to the queue, due now, without counting them (the worker
--- stopped before they could finish), announcing them per lane as every insert into jobs_ready
+-- stopped before they could finish; their snoozes are kept), announcing them per lane as every insert into jobs_ready
 -- does (migration 0006). Guarded by worker and attempt like complete.
 -- $1 ids bigint[], $2 attempts int[], $3 worker_id.
 WITH gone AS (
@@ -14,11 +14,11 @@ WITH gone AS (
 ),
 back AS (
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, snoozes)
     SELECT g.id, g.job_type, g.queue,
            CASE WHEN g.try_count > 1 THEN 'error' ELSE 'pending' END::{schema}.job_state,
            g.queued, now(), g.try_count - 1, g.max_tries, g.priority, g.payload, g.failure_info,
-           NULL, {schema}.lane(g.job_type, g.queue, g.priority)
+           NULL, {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes
     FROM gone AS g
     RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
 )

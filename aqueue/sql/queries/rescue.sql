@@ -33,6 +33,11 @@ failed AS (
     FROM gone AS g WHERE g.try_count >= g.max_tries
     RETURNING jobs_failed.id, 'failed'::text AS state
 ),
+-- A job failed for good frees its unique key (migration 0007).
+freed AS (
+    DELETE FROM {schema}.unique_keys AS u
+    WHERE u.job_id = ANY(ARRAY(SELECT g.id FROM gone AS g WHERE g.try_count >= g.max_tries))
+),
 back AS (
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
         try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)

@@ -1,0 +1,503 @@
+-- Flow control (issue 11): snoozes, unique jobs, per-queue slots and fleet-wide limits.
+--
+-- snoozes: how many times in a row a job was snoozed with no counted attempt between them
+-- (aqueue.Snooze); carried by every move that does not count an attempt (claim, promote,
+-- release, the claim's lost-claims hand-back, snooze), reset to 0 by one that does (fail,
+-- rescue). More than 100 and snooze.sql fails the job.
+ALTER TABLE {schema}.jobs_ready ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+ALTER TABLE {schema}.jobs_delayed ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+ALTER TABLE {schema}.jobs_running ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+
+-- The running attempts of one job type, counted under its job_limits row by a claim of a
+-- type with a global_concurrency: an index range scan over that type's entries.
+CREATE INDEX jobs_running_type_idx ON {schema}.jobs_running (job_type);
+
+-- Unique jobs: (job_type, key) -> the job holding the key while it is pending, error or
+-- running. The primary key is what makes concurrent enqueues of one key agree on one job.
+-- A job that ends (complete, fail for good, cancel, rescue out of tries, snoozed too often)
+-- deletes its row; a row whose job ended some other way (a DELETE through the view) is taken
+-- over by the next enqueue of its key (see enqueue_unique).
+CREATE TABLE {schema}.unique_keys (
+    job_type text NOT NULL,
+    key text NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (job_type, key)
+);
+CREATE INDEX unique_keys_job_idx ON {schema}.unique_keys (job_id);
+
+-- One row per job type with a fleet-wide limit, made by the first claim that meets one. A
+-- claim locks it (FOR UPDATE SKIP LOCKED) while it counts and starts attempts of the type, so
+-- two claimers never both take the last place. The limits themselves travel with each claim
+-- (the claiming worker's @app.job options). starts: the start times of the
+-- type's attempts inside the latest rate window, for the sliding-window rate limit. A start
+-- is the claim's now() (its jobs' claimed_at), and the window counts every recorded start
+-- later than now() - period, those of claims that began after this one included: so no
+-- window of period_s, anywhere on that clock, holds more than count starts.
+CREATE TABLE {schema}.job_limits (
+    job_type text PRIMARY KEY,
+    starts timestamptz[] NOT NULL DEFAULT '{}'
+);
+
+-- Enqueue jobs of one type, each with a unique key (NULL: none). A key held by a pending,
+-- error or running job of the type inserts nothing: that job's id comes back, duplicate.
+-- Keys repeated within the call go to the first payload that has them. Otherwise as enqueue()
+-- (one NOTIFY per lane). Under READ COMMITTED a concurrent enqueue of the same key waits for
+-- the other transaction, then sees its job; under REPEATABLE READ or SERIALIZABLE it raises
+-- a serialization failure instead (the caller retries its transaction).
+CREATE FUNCTION {schema}.enqueue_unique(
+    job_type text, queue text, priority int, max_tries int, payloads bytea[],
+    due timestamptz, keys text[]
+)
+RETURNS TABLE (id bigint, duplicate boolean)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+    n int := cardinality(payloads);
+    ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    dup boolean[] := array_fill(false, ARRAY[n]);
+    new_ids bigint[] := '{}';
+    new_payloads bytea[] := '{}';
+    k text;
+    holder bigint;
+    fresh bigint;
+    earlier int;
+BEGIN
+    FOR i IN 1..n LOOP
+        k := keys[i];
+        IF k IS NOT NULL THEN
+            earlier := array_position(keys[1:i - 1], k);
+            IF earlier IS NOT NULL THEN
+                ids[i] := ids[earlier];
+                dup[i] := true;
+                CONTINUE;
+            END IF;
+        END IF;
+        fresh := nextval('{schema}.job_id_seq');
+        IF k IS NOT NULL THEN
+            LOOP
+                INSERT INTO {schema}.unique_keys AS u (job_type, key, job_id)
+                VALUES (enqueue_unique.job_type, k, fresh)
+                ON CONFLICT DO NOTHING;
+                EXIT WHEN FOUND;
+                SELECT u.job_id INTO holder FROM {schema}.unique_keys AS u
+                WHERE u.job_type = enqueue_unique.job_type AND u.key = k;
+                CONTINUE WHEN NOT FOUND;  -- freed meanwhile: try the insert again
+                IF EXISTS (SELECT FROM {schema}.jobs_ready AS r WHERE r.id = holder)
+                   OR EXISTS (SELECT FROM {schema}.jobs_delayed AS d WHERE d.id = holder)
+                   OR EXISTS (SELECT FROM {schema}.jobs_running AS r WHERE r.id = holder) THEN
+                    ids[i] := holder;
+                    dup[i] := true;
+                    EXIT;
+                END IF;
+                -- Held by a job that ended without freeing it: take it over.
+                UPDATE {schema}.unique_keys AS u SET job_id = fresh
+                WHERE u.job_type = enqueue_unique.job_type AND u.key = k AND u.job_id = holder;
+                EXIT WHEN FOUND;
+            END LOOP;
+            CONTINUE WHEN dup[i];
+        END IF;
+        ids[i] := fresh;
+        new_ids := new_ids || fresh;
+        new_payloads := new_payloads || payloads[i];
+    END LOOP;
+    IF cardinality(new_ids) > 0 THEN
+        PERFORM {schema}.enqueue(enqueue_unique.job_type, enqueue_unique.queue,
+                                 enqueue_unique.priority, enqueue_unique.max_tries,
+                                 new_payloads, due, new_ids);
+    END IF;
+    RETURN QUERY SELECT u.id, u.duplicate FROM unnest(ids, dup) AS u(id, duplicate);
+END
+$$;
+
+-- complete: as in migration 0005, and frees the unique keys of the jobs it completes.
+CREATE OR REPLACE FUNCTION {schema}.complete(ids bigint[], attempts int[], w text)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET enable_seqscan = off SET jit = off
+AS $$
+DECLARE
+    moved bigint[];
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    WITH gone AS (
+        DELETE FROM {schema}.jobs_running AS r
+        USING unnest(ids, attempts) AS d(id, attempt)
+        WHERE r.id = d.id AND r.id = ANY(ids) AND r.try_count = d.attempt
+          AND r.worker_id IS NOT DISTINCT FROM w
+        RETURNING r.*
+    ),
+    added AS (
+        INSERT INTO {schema}.jobs_done
+        SELECT g.id, g.job_type, g.queue, 'completed', g.queued, g.next_attempt_after,
+               g.try_count, g.max_tries, g.priority, g.payload, g.failure_info, g.worker_id,
+               now(), (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'done')
+        FROM gone AS g
+        RETURNING jobs_done.id
+    )
+    SELECT coalesce(array_agg(added.id), '{}') INTO moved FROM added;
+    DELETE FROM {schema}.unique_keys AS u WHERE u.job_id = ANY(moved);
+    RETURN QUERY SELECT unnest(moved);
+    IF cardinality(moved) < cardinality(ids) THEN
+        -- A reply lost with its connection: the attempts it completed are in the ring.
+        RETURN QUERY
+        SELECT dn.id FROM {schema}.jobs_done AS dn JOIN unnest(ids, attempts) AS d(id, attempt)
+            ON dn.id = d.id AND dn.try_count = d.attempt
+        WHERE dn.id = ANY(ids) AND NOT dn.id = ANY(moved) AND dn.worker_id = w
+          AND dn.state = 'completed';
+    END IF;
+END
+$$;
+
+-- cancel: as in migration 0004, and frees the job's unique key.
+CREATE OR REPLACE FUNCTION {schema}.cancel(job_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    j record;
+    was text;
+BEGIN
+    FOR attempt IN 1..3 LOOP
+        DELETE FROM {schema}.jobs_ready AS r WHERE r.id = job_id RETURNING r.* INTO j;
+        IF FOUND THEN was := j.state::text; EXIT; END IF;
+        DELETE FROM {schema}.jobs_delayed AS d WHERE d.id = job_id RETURNING d.* INTO j;
+        IF FOUND THEN was := j.state::text; EXIT; END IF;
+        DELETE FROM {schema}.jobs_running AS r WHERE r.id = job_id RETURNING r.* INTO j;
+        IF FOUND THEN was := 'running'; EXIT; END IF;
+    END LOOP;
+    IF was IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO {schema}.jobs_done
+    VALUES (j.id, j.job_type, j.queue, 'cancelled', j.queued, j.next_attempt_after,
+            j.try_count, j.max_tries, j.priority, j.payload,
+            CASE WHEN was = 'running'
+                 THEN 'Cancelled: cancelled while attempt ' || j.try_count || ' was running on '
+                      || j.worker_id
+                 ELSE j.failure_info END,
+            CASE WHEN was = 'running' THEN NULL ELSE j.worker_id END,
+            now(), (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'done'));
+    DELETE FROM {schema}.unique_keys AS u WHERE u.job_id = cancel.job_id;
+    IF was = 'running' THEN
+        PERFORM pg_notify('{channel}', '!cancel ' || job_id);
+    END IF;
+    RETURN was;
+END
+$$;
+
+-- promote: as in migration 0006, carrying snoozes.
+CREATE OR REPLACE FUNCTION {schema}.promote(lim int, since timestamptz)
+RETURNS int
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off
+AS $$
+DECLARE
+    moved int;
+    announced text[];
+BEGIN
+    WITH due AS (
+        SELECT d.id FROM {schema}.jobs_delayed AS d
+        WHERE d.next_attempt_after <= now()
+          AND (since IS NULL OR d.next_attempt_after > since)
+        ORDER BY d.next_attempt_after
+        LIMIT lim
+        FOR UPDATE SKIP LOCKED
+    ),
+    gone AS (
+        DELETE FROM {schema}.jobs_delayed AS d
+        WHERE d.id = ANY(ARRAY(SELECT due.id FROM due))
+        RETURNING d.*
+    ),
+    added AS (
+        INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
+            next_attempt_after, try_count, max_tries, priority, payload, failure_info,
+            worker_id, lane_id, snoozes)
+        SELECT g.id, g.job_type, g.queue, g.state, g.queued, g.next_attempt_after,
+               g.try_count, g.max_tries, g.priority, g.payload, g.failure_info, g.worker_id,
+               {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes
+        FROM gone AS g
+        ORDER BY g.next_attempt_after, g.id
+        RETURNING jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
+    )
+    SELECT coalesce(sum(b.n), 0), array_agg(b.queue || ' ' || b.lane_id || ' ' || b.seq)
+    INTO moved, announced
+    FROM (SELECT added.queue, added.lane_id, min(added.seq) AS seq, count(*) AS n FROM added
+          GROUP BY added.queue, added.lane_id) AS b;
+    PERFORM pg_notify('{channel}', a) FROM unnest(announced) AS a;
+    RETURN moved;
+END
+$$;
+
+-- The claim of migration 0006 with per-queue slots and fleet-wide limits; a new signature,
+-- so the old one goes.
+--   lims[g]       free slots of slot group g (1-based); queues[i] belongs to group
+--                 queue_groups[i]; with queues NULL (every queue) there is one group, lims[1]
+--   limit_types   the claimer's job types with a limit; limit_concurrency (NULL: none),
+--                 limit_counts and limit_periods (NULL: no rate limit) hold the limits
+-- Candidates are read per lane as before (at most the group's free slots from each lane). A
+-- limited type with candidates has its job_limits row locked, SKIP LOCKED: held by another
+-- claimer, the type is left out of this claim (and the summary says to look again soon).
+-- Under the lock its allowance is global_concurrency minus its running attempts, and at most
+-- the starts left in its rate window; its candidates beyond the allowance are left out,
+-- without holding up any other type. Then the best candidates per group, by priority and
+-- seq, up to the group's free slots, are locked and moved to jobs_running.
+DROP FUNCTION {schema}.claim(int, text[], text[], text, float8, bigint, int[], bigint[],
+                             timestamptz, bigint[]);
+CREATE FUNCTION {schema}.claim(
+    lims int[], job_types text[], queues text[], queue_groups int[], w text, lease_s float8,
+    claim_no bigint, cursor_lanes int[], cursor_seqs bigint[], promote_since timestamptz,
+    lost_claims bigint[], limit_types text[], limit_concurrency int[], limit_counts int[],
+    limit_periods float8[]
+)
+RETURNS TABLE (kind "char", id bigint, job_type text, queue text, priority int,
+               next_attempt_after timestamptz, try_count int, max_tries int, payload bytea,
+               lane_id int, seq bigint, next_due_s float8)
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off
+AS $$
+DECLARE
+    seq_now bigint;
+    promoted int := 0;
+    picked bigint[];
+    taken bigint[];
+    cand_ids bigint[];
+    cand_lanes int[];
+    cand_seqs bigint[];
+    cand_types text[];
+    cand_groups int[];
+    cand_prios int[];
+    allow_types text[] := '{}';
+    allow_n int[] := '{}';
+    got int;
+    locked_out boolean := false;
+    rate_wait float8;
+    announced text[];
+    t text;
+    li int;
+    allowance int;
+    recent timestamptz[];
+    started_n int;
+BEGIN
+    -- The claim holds its worker's row (FOR KEY SHARE) so no rescue can take the worker's
+    -- jobs while it adds to them; a worker whose row is missing or expired registers again.
+    PERFORM FROM {schema}.workers AS wk
+    WHERE wk.worker_id = w AND wk.expires_at > now() FOR KEY SHARE SKIP LOCKED;
+    IF NOT FOUND THEN
+        INSERT INTO {schema}.workers AS wk (worker_id, job_types, queues, seen_at, expires_at)
+        VALUES (w, job_types, queues, now(), now() + make_interval(secs => lease_s))
+        ON CONFLICT (worker_id) DO UPDATE
+        SET job_types = excluded.job_types, queues = excluded.queues,
+            seen_at = excluded.seen_at, expires_at = excluded.expires_at;
+        PERFORM FROM {schema}.workers AS wk
+        WHERE wk.worker_id = w AND wk.expires_at > now() FOR KEY SHARE SKIP LOCKED;
+        IF NOT FOUND THEN  -- a rescue holds it right now: try again at the next claim
+            RETURN QUERY SELECT 's'::"char", NULL::bigint, NULL, NULL, NULL::int, NULL::timestamptz,
+                0, NULL::int, NULL::bytea, NULL::int,
+                (extract(epoch FROM now()) * 1e6)::bigint, 0::float8;
+            RETURN;
+        END IF;
+    END IF;
+
+    IF cardinality(lost_claims) > 0 THEN
+        WITH gone AS (
+            DELETE FROM {schema}.jobs_running AS r
+            WHERE r.worker_id = w AND r.claim_no = ANY(lost_claims)
+            RETURNING r.*
+        ),
+        back AS (
+            INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
+                next_attempt_after, try_count, max_tries, priority, payload, failure_info,
+                worker_id, lane_id, snoozes)
+            SELECT g.id, g.job_type, g.queue,
+                   CASE WHEN g.try_count > 1 THEN 'error' ELSE 'pending' END::{schema}.job_state,
+                   g.queued, g.next_attempt_after, g.try_count - 1, g.max_tries, g.priority,
+                   g.payload, g.failure_info, NULL,
+                   {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes
+            FROM gone AS g ORDER BY g.id
+            RETURNING jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
+        )
+        SELECT array_agg(b.queue || ' ' || b.lane_id || ' ' || b.seq) INTO announced
+        FROM (SELECT back.queue, back.lane_id, min(back.seq) AS seq FROM back
+              GROUP BY back.queue, back.lane_id) AS b;
+        PERFORM pg_notify('{channel}', a) FROM unnest(announced) AS a;
+    END IF;
+
+    promoted := {schema}.promote(1000, promote_since);
+
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO seq_now
+    FROM {schema}.ready_seq AS s;
+
+    -- Candidates: per served lane whose group has free slots, up to that many rows past its
+    -- cursor, read without locks.
+    SELECT coalesce(array_agg(x.lane_id), '{}'), coalesce(array_agg(x.seq), '{}'),
+           coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.job_type), '{}'),
+           coalesce(array_agg(x.grp), '{}'), coalesce(array_agg(x.priority), '{}')
+    INTO cand_lanes, cand_seqs, cand_ids, cand_types, cand_groups, cand_prios
+    FROM (
+        SELECT l.lane_id, l.job_type, l.priority, g.grp, c.id, c.seq
+        FROM {schema}.lanes AS l
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN queues IS NULL THEN 1
+                        ELSE queue_groups[array_position(queues, l.queue)] END AS grp
+        ) AS g
+        LEFT JOIN unnest(cursor_lanes, cursor_seqs) AS cur(lane_id, seq)
+               ON cur.lane_id = l.lane_id
+        CROSS JOIN LATERAL (
+            SELECT r.id, r.seq FROM {schema}.jobs_ready AS r
+            WHERE r.lane_id = l.lane_id AND r.seq > coalesce(cur.seq, 0)
+            ORDER BY r.seq
+            LIMIT lims[g.grp]
+        ) AS c
+        WHERE l.job_type = ANY(job_types) AND (queues IS NULL OR l.queue = ANY(queues))
+          AND lims[g.grp] > 0
+    ) AS x;
+
+    -- Fleet-wide limits of the limited types among the candidates.
+    FOREACH t IN ARRAY ARRAY(SELECT DISTINCT ct FROM unnest(cand_types) AS ct
+                             WHERE ct = ANY(limit_types)) LOOP
+        li := array_position(limit_types, t);
+        SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
+        WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            INSERT INTO {schema}.job_limits (job_type) VALUES (t) ON CONFLICT DO NOTHING;
+            SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
+            WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
+        END IF;
+        IF NOT FOUND THEN
+            allowance := 0;  -- another claimer is starting this type now: look again soon
+            locked_out := true;
+        ELSE
+            allowance := 2147483647;
+            IF limit_concurrency[li] IS NOT NULL THEN
+                allowance := limit_concurrency[li] - (
+                    SELECT count(*) FROM {schema}.jobs_running AS r WHERE r.job_type = t);
+            END IF;
+            IF limit_counts[li] IS NOT NULL THEN
+                recent := ARRAY(SELECT s FROM unnest(recent) AS s
+                                WHERE s > now() - make_interval(secs => limit_periods[li])
+                                ORDER BY s);
+                IF cardinality(recent) >= limit_counts[li] THEN
+                    -- Full: the next place frees when the window passes its oldest start
+                    -- that keeps it full.
+                    rate_wait := least(rate_wait, extract(epoch FROM
+                        recent[cardinality(recent) - limit_counts[li] + 1]
+                        + make_interval(secs => limit_periods[li]) - now()));
+                END IF;
+                allowance := least(allowance, limit_counts[li] - cardinality(recent));
+            END IF;
+        END IF;
+        allow_types := allow_types || t;
+        allow_n := allow_n || greatest(allowance, 0);
+    END LOOP;
+
+    -- Picked: within its type's allowance (limited types), then the best per group.
+    SELECT coalesce(array_agg(y.id) FILTER (WHERE y.grank <= lims[y.grp]), '{}') INTO picked
+    FROM (
+        SELECT x.id, x.grp,
+               row_number() OVER (PARTITION BY x.grp ORDER BY x.priority DESC, x.seq) AS grank
+        FROM (
+            SELECT c.id, c.grp, c.priority, c.seq, c.job_type,
+                   row_number() OVER (PARTITION BY c.job_type ORDER BY c.priority DESC, c.seq)
+                       AS trank
+            FROM unnest(cand_ids, cand_seqs, cand_types, cand_groups, cand_prios)
+                 AS c(id, seq, job_type, grp, priority)
+        ) AS x
+        LEFT JOIN unnest(allow_types, allow_n) AS a(job_type, n) ON a.job_type = x.job_type
+        WHERE a.n IS NULL OR x.trank <= a.n
+    ) AS y;
+
+    SELECT coalesce(array_agg(lk.id), '{}') INTO taken
+    FROM (
+        SELECT r.id FROM {schema}.jobs_ready AS r
+        WHERE r.id = ANY(picked)
+        FOR UPDATE SKIP LOCKED
+    ) AS lk;
+
+    RETURN QUERY
+    WITH gone AS (
+        -- id = ANY(array), not a join: the planner once joined a full scan of the primary
+        -- key (every dead entry, under a held horizon) to the locked ids.
+        DELETE FROM {schema}.jobs_ready AS r
+        WHERE r.id = ANY(taken)
+        RETURNING r.*
+    ),
+    started AS (
+        INSERT INTO {schema}.jobs_running (id, job_type, queue, queued, next_attempt_after,
+            try_count, max_tries, priority, payload, failure_info, worker_id, claim_no,
+            claimed_at, snoozes)
+        SELECT g.id, g.job_type, g.queue, g.queued, g.next_attempt_after, g.try_count + 1,
+               g.max_tries, g.priority, g.payload, g.failure_info, w, claim_no, now(),
+               g.snoozes
+        FROM gone AS g
+        RETURNING jobs_running.*
+    )
+    SELECT 'j'::"char", s.id, s.job_type, s.queue, s.priority, s.next_attempt_after,
+           s.try_count, s.max_tries, s.payload, NULL::int, NULL::bigint, NULL::float8
+    FROM started AS s;
+    GET DIAGNOSTICS got = ROW_COUNT;
+    locked_out := locked_out OR got < cardinality(picked);
+
+    -- Rate-limited types record their starts (the locks taken above are still held).
+    FOREACH t IN ARRAY allow_types LOOP
+        li := array_position(limit_types, t);
+        CONTINUE WHEN limit_counts[li] IS NULL;
+        started_n := (SELECT count(*) FROM unnest(cand_ids, cand_types) AS c(id, job_type)
+                      WHERE c.job_type = t AND c.id = ANY(taken));
+        UPDATE {schema}.job_limits AS jl
+        SET starts = ARRAY(SELECT s FROM unnest(jl.starts) AS s
+                           WHERE s > now() - make_interval(secs => limit_periods[li])
+                           UNION ALL
+                           SELECT now() FROM generate_series(1, started_n))
+        WHERE jl.job_type = t AND started_n > 0;
+    END LOOP;
+
+    -- New cursors: just before a lane's first candidate not claimed (picked rows another
+    -- claimer held locked, rows beyond the group's free slots or their type's allowance);
+    -- else a lane read to its end moves to seq_now (a row behind it that commits later says
+    -- so through NOTIFY); else to its last candidate.
+    RETURN QUERY
+    SELECT 'c'::"char", NULL::bigint, NULL, NULL, NULL::int, NULL::timestamptz, NULL::int,
+           NULL::int, NULL::bytea, l.lane_id,
+           CASE
+               WHEN min(c.seq) FILTER (WHERE NOT c.id = ANY(taken)) IS NOT NULL
+                   THEN min(c.seq) FILTER (WHERE NOT c.id = ANY(taken)) - 1
+               WHEN count(c.seq) >= lims[g.grp] THEN max(c.seq)
+               ELSE seq_now
+           END,
+           NULL::float8
+    FROM {schema}.lanes AS l
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN queues IS NULL THEN 1
+                    ELSE queue_groups[array_position(queues, l.queue)] END AS grp
+    ) AS g
+    LEFT JOIN unnest(cand_lanes, cand_seqs, cand_ids) AS c(lane_id, seq, id)
+           ON c.lane_id = l.lane_id
+    WHERE l.job_type = ANY(job_types) AND (queues IS NULL OR l.queue = ANY(queues))
+      AND lims[g.grp] > 0
+    GROUP BY l.lane_id, g.grp;
+
+    RETURN QUERY
+    SELECT 's'::"char", NULL::bigint, NULL, NULL, NULL::int, NULL::timestamptz, promoted,
+           NULL::int, NULL::bytea, NULL::int, (extract(epoch FROM now()) * 1e6)::bigint,
+           CASE
+               WHEN locked_out THEN 0::float8
+               WHEN got >= (SELECT sum(f) FROM unnest(lims) AS f) THEN NULL  -- claims again
+               ELSE least(CASE WHEN rate_wait IS NOT NULL THEN greatest(rate_wait, 0.001) END,
+                          (SELECT extract(epoch FROM min(d.due) - now())::float8
+                           FROM unnest(job_types) AS t(job_type)
+                           CROSS JOIN LATERAL (
+                               SELECT dl.next_attempt_after AS due
+                               FROM {schema}.jobs_delayed AS dl
+                               WHERE dl.job_type = t.job_type
+                                 AND (promote_since IS NULL
+                                      OR dl.next_attempt_after > promote_since)
+                                 AND (queues IS NULL OR dl.queue = ANY(queues))
+                               ORDER BY dl.next_attempt_after
+                               LIMIT 1
+                           ) AS d))
+           END;
+END
+$$;

@@ -1,0 +1,125 @@
+"""Named queues with slots of their own, beside bare queues sharing concurrency."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import pytest
+
+import aqueue
+from aqueue.config import WorkerSettings, queue_total
+from tests.payloads_pb2 import Task
+
+
+def test_queues_are_given_as_a_mapping_a_list_or_a_string() -> None:
+    s = WorkerSettings.resolve({"queues": {"default": 16, "mail": 4, "misc": None}})
+    assert (s.queues, dict(s.queue_slots)) == (
+        ("default", "mail", "misc"),
+        {"default": 16, "mail": 4},
+    )
+    assert queue_total(s) == 16 + 4 + 16  # misc shares concurrency (16)
+    s = WorkerSettings.resolve({}, {"AQUEUE_QUEUES": "default=16,mail=4"})
+    assert (s.queues, dict(s.queue_slots), queue_total(s)) == (
+        ("default", "mail"),
+        {"default": 16, "mail": 4},
+        20,
+    )
+    s = WorkerSettings.resolve({"queues": ["a", "b=2"], "concurrency": 3})  # as --queue gives
+    assert (dict(s.queue_slots), queue_total(s)) == ({"b": 2}, 5)
+    s = WorkerSettings.resolve({"queues": ["a", "b"]})
+    assert (dict(s.queue_slots), queue_total(s)) == ({}, 16)
+    assert queue_total(WorkerSettings.resolve({})) == 16
+    for bad in ({"mail": 0}, {"mail": "four"}, ["a", "a=2"], {"mail": 1.5}, ["bad name=1"]):
+        with pytest.raises(aqueue.ConfigurationError):
+            WorkerSettings.resolve({"queues": bad})
+
+
+async def test_a_queue_full_of_long_jobs_never_takes_another_queues_slots(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """default has 2 slots, mail 1, and bare queue misc shares concurrency=1: with default
+    full of jobs that wait, mail and misc still run theirs, and default never runs more
+    than 2 at once."""
+    release = anyio.Event()
+    running: dict[str, int] = {"default": 0, "mail": 0, "misc": 0}
+    peak: dict[str, int] = dict(running)
+    done: list[str] = []
+
+    @app.job(payload=Task)
+    async def work(payload: Task) -> None:
+        queue = aqueue.current_job().queue
+        running[queue] += 1
+        peak[queue] = max(peak[queue], running[queue])
+        try:
+            if queue == "default":
+                await release.wait()
+        finally:
+            running[queue] -= 1
+        done.append(queue)
+
+    await app.enqueue_many(work, [Task()] * 6, queue="default")
+    await app.enqueue_many(work, [Task()] * 3, queue="mail")
+    await app.enqueue_many(work, [Task()] * 2, queue="misc")
+    async with app.worker(concurrency=1, queues={"default": 2, "mail": 1, "misc": None}) as w:
+        with anyio.fail_after(20):
+            await w.wait_until(lambda s: s.completed == 5)  # mail's 3 and misc's 2
+        assert sorted(done) == ["mail"] * 3 + ["misc"] * 2
+        assert running["default"] == 2
+        release.set()
+        with anyio.fail_after(20):
+            await w.wait_until(lambda s: s.completed == 11)
+    assert peak == {"default": 2, "mail": 1, "misc": 1}
+
+
+async def test_one_claim_serves_every_queue_with_free_slots_in_priority_order(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    order: list[tuple[str, int]] = []
+
+    @app.job(payload=Task)
+    async def note(payload: Task) -> None:
+        order.append((aqueue.current_job().queue, payload.n))
+
+    for n, priority in ((1, 1), (2, 5), (3, 9)):
+        await app.enqueue(note, Task(n=n), queue="a", priority=priority)
+        await app.enqueue(note, Task(n=n), queue="b", priority=priority)
+    async with app.worker(queues={"a": 3, "b": 3}) as worker:
+        with anyio.fail_after(20):
+            stats = await worker.wait_until(lambda s: s.completed == 6)
+    assert stats.claims >= 1
+    assert stats.claimed == 6
+    # Both queues' jobs came in the first claim, each queue's by priority.
+    assert [n for q, n in order if q == "a"] == [3, 2, 1]
+    assert [n for q, n in order if q == "b"] == [3, 2, 1]
+
+
+async def test_a_limited_type_waiting_at_its_limit_holds_up_no_other_type(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    release = anyio.Event()
+    peak = running = 0
+
+    @app.job(payload=Task, global_concurrency=1)
+    async def one_at_a_time(payload: Task) -> None:
+        nonlocal peak, running
+        running += 1
+        peak = max(peak, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    @app.job(payload=Task)
+    async def free(payload: Task) -> None:
+        pass
+
+    await app.enqueue_many(one_at_a_time, [Task()] * 5, priority=50)
+    await app.enqueue_many(free, [Task()] * 20)
+    async with app.worker(concurrency=8) as worker:
+        with anyio.fail_after(20):
+            await worker.wait_until(lambda s: s.completed == 20)
+        assert running == 1
+        release.set()
+        with anyio.fail_after(30):
+            await worker.wait_until(lambda s: s.completed == 25)
+    assert peak == 1

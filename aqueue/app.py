@@ -29,6 +29,7 @@ from .config import (
     QUEUE_DEFAULT,
     SCHEMA_DEFAULT,
     WorkerSettings,
+    queue_total,
     validate_schema,
 )
 from .control import RateLimit
@@ -466,7 +467,10 @@ class App:
         It listens for new jobs, claims due ones (only the types this app registered) and
         runs up to ``concurrency`` handlers at once. Leaving the block stops it gracefully:
         running handlers get ``shutdown_timeout_s`` to finish. ``settings`` override the
-        app's worker settings (``queues=["mail"]``, ``lease_s=10``, ...).
+        app's worker settings (``queues=["mail"]``, ``lease_s=10``, ...). ``queues`` may
+        give queues slots of their own: ``queues={"default": 16, "mail": 4}`` runs up to 16
+        jobs of ``default`` and 4 of ``mail`` at once; a queue sized ``None`` (or named in a
+        list) shares ``concurrency`` with the others like it.
 
         Before anything runs it checks the schema's migration: :class:`SchemaError` when it
         is missing, older or newer than this aqueue.
@@ -479,9 +483,10 @@ class App:
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)
                 log.info(
-                    "worker %s started (concurrency %d)",
+                    "worker %s started (concurrency %d%s)",
                     worker.worker_id,
-                    worker.settings.concurrency,
+                    queue_total(worker.settings),
+                    _describe_queues(worker.settings),
                 )
                 try:
                     yield worker
@@ -543,6 +548,17 @@ class App:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _describe_queues(settings: WorkerSettings) -> str:
+    if settings.queues is None:
+        return ", every queue"
+    sized = settings.queue_slots
+    shared = [q for q in settings.queues if q not in sized]
+    parts = [f"{q}={n}" for q, n in sized.items()]
+    if shared:
+        parts.append(f"{'+'.join(shared)} sharing {settings.concurrency}")
+    return ", queues " + ", ".join(parts)
 
 
 async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:

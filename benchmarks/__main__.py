@@ -69,6 +69,14 @@ WORKLOADS = {
         "≥ 12,000", ceiling.drain_c64,
         {"pgqueuer": peers.pgqueuer_drain_c64, "procrastinate": peers.procrastinate_drain_c64},
     ),
+    "drain_queues_2x8": Workload(
+        "drain, two queues of 8 slots each (jobs/s)", "rate", w.drain_queues_2x8, 50_000,
+        5_000, "within 10% of drain_c16",
+    ),
+    "drain_beside_limited": Workload(
+        "drain c16, 1 job in 11 of a type limited to 4 at once (jobs/s)", "rate",
+        w.drain_beside_limited, 50_000, 5_000, "within 10% of drain_c16",
+    ),
     "io_c256": Workload(
         "10 ms I/O handlers, concurrency 256 (jobs/s)", "rate", w.io_c256,
         50_000, 5_000, "≥ 10,000",
@@ -98,6 +106,10 @@ WORKLOADS = {
     "queued_1m": Workload(
         "scale: drain with 1,000,000 queued, first 50,000 (jobs/s)", "rate", scale.queued_1m,
         1, 1, "within 20% of 50,000 queued", scale=True,
+    ),
+    "claim_beside_1m": Workload(
+        "scale: one claim (2 queues, a limited type) beside 1,000,000 other jobs (ms)",
+        "latency", scale.claim_beside_1m, 1, 1, "an index range scan: < 2 ms", scale=True,
     ),
     "completed_5m": Workload(
         "scale: drain 50,000 beside 5,000,000 completed (jobs/s)", "rate", scale.completed_5m,

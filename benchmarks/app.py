@@ -39,3 +39,8 @@ async def io_10ms(payload: Empty) -> None:
 async def timed(payload: Int64Value) -> None:
     """Sends ``<sequence number> <time.time() at start>`` to the benchmark process."""
     _udp.sendto(f"{payload.value} {time.time()!r}".encode(), ("127.0.0.1", _udp_port))
+
+
+@app.job(payload=Empty, global_concurrency=4)
+async def limited(payload: Empty) -> None:
+    """A no-op job type of which at most 4 attempts run at once across the fleet."""

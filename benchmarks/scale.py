@@ -118,3 +118,53 @@ async def explain(bench: Bench, queued: int, completed_kept: int) -> list[str]:
 
 class _Rollback(Exception):
     pass
+
+
+async def claim_beside_1m(bench: Bench, _n: int) -> Figures:
+    """Claim round trips of a worker serving queues ``a`` and ``b`` (8 slots each) and two
+    types, one of them limited to 4 running at once, beside 1,000,000 due jobs it does not
+    serve (500,000 in another queue, 500,000 of another type in its own queue). Each claim
+    completes the previous claim's jobs, as a worker does."""
+    from google.protobuf.empty_pb2 import Empty
+
+    from aqueue._store.records import Limit
+
+    from .app import limited
+
+    await bench.reset()
+    chunk = [Empty()] * ENQUEUE_CHUNK
+    for _ in range(500_000 // ENQUEUE_CHUNK):
+        await bench.app.enqueue_many(noop, chunk, queue="other")
+        await bench.app.enqueue_many("foreign", chunk, queue="a")
+    for queue in ("a", "b"):
+        await bench.app.enqueue_many(noop, [Empty()] * 5_000, queue=queue)
+    await bench.app.enqueue_many(limited, [Empty()] * 5_000, queue="a")
+    await bench.vacuum_analyze()
+    store = await bench.app._get_store()
+    times: list[float] = []
+    done: list[Any] = []
+    cursors: dict[int, int] = {}
+    for claim_no in range(1, 1001):
+        start = time.perf_counter()
+        claim = await store.claim(
+            [8, 8],
+            ["noop", "limited"],
+            ["a", "b"],
+            "bench-claimer",
+            30.0,
+            [j.id for j in done],
+            [j.attempt for j in done],
+            queue_groups=[1, 2],
+            claim_no=claim_no,
+            cursors=cursors,
+            limits=[Limit("limited", 4, None, None)],
+        )
+        times.append((time.perf_counter() - start) * 1000)
+        cursors.update(claim.cursors)
+        done = claim.jobs
+    times.sort()
+    return {
+        "p50_ms": times[len(times) // 2],
+        "p99_ms": times[int(len(times) * 0.99)],
+        "max_ms": times[-1],
+    }

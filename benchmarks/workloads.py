@@ -14,7 +14,7 @@ import asyncpg
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import Int64Value
 
-from .app import io_10ms, noop, timed
+from .app import SCHEMA, io_10ms, limited, noop, timed
 from .harness import Bench, StartTimes, WorkerProcess, pace, percentile
 
 Figures = dict[str, float]
@@ -44,26 +44,47 @@ async def enqueue_bulk(bench: Bench, n: int) -> Figures:
     return {"jobs_per_s": calls * ENQUEUE_CHUNK / (time.perf_counter() - start)}
 
 
-async def queue_at_once(bench: Bench, job: Any, n: int) -> tuple[int, float]:
+async def queue_at_once(
+    bench: Bench,
+    job: Any,
+    n: int,
+    *,
+    queues: tuple[str, ...] = ("default",),
+    extra: list[tuple[Any, int]] | None = None,
+) -> tuple[int, float]:
     """Insert ``n`` jobs in one transaction (they appear together, with one NOTIFY per
-    statement); return the first job's id and ``time.perf_counter()`` after the commit."""
+    statement), split evenly over ``queues``, with ``extra`` (job type, count) after them;
+    return the first job's id and ``time.perf_counter()`` after the commit."""
     payloads = [Empty()] * min(n, ENQUEUE_CHUNK)
     first: int | None = None
     async with bench.pg.transaction():
-        left = n
-        while left > 0:
-            ids = await bench.app.enqueue_many(job, payloads[:left], conn=bench.pg)
-            first = ids[0] if first is None else first
-            left -= ENQUEUE_CHUNK
+        for i, queue in enumerate(queues):
+            left = n // len(queues) + (n % len(queues) if i == 0 else 0)
+            while left > 0:
+                ids = await bench.app.enqueue_many(job, payloads[:left], conn=bench.pg, queue=queue)
+                first = ids[0] if first is None else first
+                left -= ENQUEUE_CHUNK
+        for other, count in extra or []:
+            await bench.app.enqueue_many(other, [Empty()] * count, conn=bench.pg)
     assert first is not None
     return first, time.perf_counter()
 
 
-async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
+async def _drain(
+    bench: Bench,
+    job: Any,
+    n: int,
+    concurrency: int,
+    *worker_args: str,
+    queues: tuple[str, ...] = ("default",),
+    beside: tuple[Any, int] | None = None,
+) -> Figures:
+    """Drain ``n`` jobs of ``job``, split evenly over ``queues``, with ``beside`` (a job type
+    and a count) queued in the same transaction."""
     await bench.reset()
     await bench.release_app()  # so that the only connections named "aqueue" are the worker's
     watch = await asyncpg.connect(bench.dsn)
-    worker = WorkerProcess(bench.dsn, concurrency)
+    worker = WorkerProcess(bench.dsn, concurrency, 0, *worker_args)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(watch.close)
         await stack.enter_async_context(worker.running())
@@ -78,19 +99,30 @@ async def _drain(bench: Bench, job: Any, n: int, concurrency: int) -> Figures:
                 with anyio.move_on_after(0.25):
                     await done.wait()
 
-        _, start = await queue_at_once(bench, job, n)
+        extra = [] if beside is None else [beside]
+        _, start = await queue_at_once(bench, job, n, queues=queues, extra=extra)
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_connections)
             end = await bench.wait_finished(timeout_s=600)
             done.set()
         counts = await bench.counts()
-        if counts.get("completed", 0) != n:
-            raise RuntimeError(f"expected {n} completed jobs, found {counts}")
-        return {
-            "jobs_per_s": n / (end - start),
+        total = n + (beside[1] if beside else 0)
+        if counts.get("completed", 0) != total:
+            raise RuntimeError(f"expected {total} completed jobs, found {counts}")
+        figures = {
+            "jobs_per_s": total / (end - start),
             "worker_peak_rss_mib": worker.peak_rss_mib(),
             "worker_connections": connections,
         }
+        if beside is not None:
+            # Each type's own rate, from the database's clock: enqueue commit to last done.
+            rows = await bench.pg.fetch(
+                f"SELECT job_type, count(*) / extract(epoch FROM max(finished_at) - min(queued)) "
+                f"FROM {SCHEMA}.jobs_done GROUP BY job_type"
+            )
+            for job_type, rate in rows:
+                figures[f"{job_type}_jobs_per_s"] = float(rate)
+        return figures
 
 
 async def drain_c16(bench: Bench, n: int) -> Figures:
@@ -99,6 +131,17 @@ async def drain_c16(bench: Bench, n: int) -> Figures:
 
 async def drain_c64(bench: Bench, n: int) -> Figures:
     return await _drain(bench, noop, n, 64)
+
+
+async def drain_queues_2x8(bench: Bench, n: int) -> Figures:
+    """Two queues of 8 slots each (``--queue a=8 --queue b=8``), half the jobs in each."""
+    return await _drain(bench, noop, n, 16, "--queue", "a=8", "--queue", "b=8", queues=("a", "b"))
+
+
+async def drain_beside_limited(bench: Bench, n: int) -> Figures:
+    """``n`` no-op jobs beside ``n / 10`` of a type limited to 4 running at once across the
+    fleet (every claim that meets it locks and counts): concurrency 16."""
+    return await _drain(bench, noop, n, 16, beside=(limited, n // 10))
 
 
 async def io_c256(bench: Bench, n: int) -> Figures:

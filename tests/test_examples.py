@@ -154,3 +154,24 @@ async def asgi_post(asgi: object, path: str, query: str) -> tuple[int, bytes]:
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     return int(status), body  # type: ignore[call-overload]
+
+
+async def test_flow(fresh_db: str) -> None:
+    done = await anyio.to_thread.run_sync(
+        lambda: run(["-m", "examples.flow"], {"AQUEUE_DSN": fresh_db})
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "duplicate=True" in out
+    assert out.count("synced ada") == 1
+    mailed = [
+        float(line.rsplit(" at ", 1)[1].split()[0])
+        for line in out.splitlines()
+        if line.startswith("mailed")
+    ]
+    assert len(mailed) == 10  # 8 + the snoozed one + the retried one; "nobody" discarded
+    # 5 a second: the 10 mails (and the discarded attempt, and the retried first try)
+    # cannot all start within the first second.
+    assert max(mailed) - min(mailed) >= 1.0
+    assert "completed 10, failed 1, retried 1, snoozed 1" in out
+    assert "raised ValueError; discarded" in done.stderr  # its final failure, logged

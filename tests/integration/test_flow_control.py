@@ -7,7 +7,9 @@ import asyncpg
 import pytest
 
 import aqueue
+from aqueue._store.records import Limit
 from aqueue.config import WorkerSettings, queue_total
+from tests.integration.test_worker import state_of
 from tests.payloads_pb2 import Task
 
 
@@ -123,3 +125,80 @@ async def test_a_limited_type_waiting_at_its_limit_holds_up_no_other_type(
         with anyio.fail_after(30):
             await worker.wait_until(lambda s: s.completed == 25)
     assert peak == 1
+
+
+async def test_a_timed_out_attempt_frees_its_place_under_global_concurrency(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task, global_concurrency=1, timeout_s=0.3, max_tries=1)
+    async def slow(payload: Task) -> None:
+        if payload.fail:
+            await anyio.sleep(60)  # hangs: cancelled at its timeout
+
+    hung = await app.enqueue(slow, Task(fail=True), priority=20)
+    after = await app.enqueue(slow, Task())
+    async with app.worker(concurrency=4) as worker:
+        with anyio.fail_after(20):
+            await worker.wait_until(lambda s: s.completed == 1 and s.failed == 1)
+    assert (await state_of(pg, schema, hung))["state"] == "failed"
+    assert "timeout_s=0.3" in (await state_of(pg, schema, hung))["failure_info"]
+    assert (await state_of(pg, schema, after))["state"] == "completed"
+
+
+async def test_a_rescued_attempt_frees_its_place_under_global_concurrency(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """A worker that died holding the only place of a type limited to 1: once its lease
+    expires and it is rescued, both jobs run."""
+
+    @app.job(payload=Task, global_concurrency=1)
+    async def guarded(payload: Task) -> None:
+        pass
+
+    await app.enqueue_many(guarded, [Task(n=1), Task(n=2)])
+    store = await app._get_store()
+    limits = [Limit("guarded", 1, None, None)]
+    ghost = await store.claim(4, ["guarded"], None, "ghost", 0.5, limits=limits)
+    assert len(ghost.jobs) == 1  # the limit held it to one
+    async with app.worker(maintenance_interval_s=0.2) as worker:
+        with anyio.fail_after(20):
+            stats = await worker.wait_until(lambda s: s.completed == 2)
+    assert stats.rescued == 1
+    rows = await pg.fetch(
+        f"SELECT state::text, try_count FROM {schema}.background_jobs ORDER BY id"
+    )
+    assert [(r["state"], r["try_count"]) for r in rows] == [("completed", 2), ("completed", 1)]
+
+
+def test_the_cli_takes_sized_and_bare_queues() -> None:
+    from aqueue.cli import _parser
+
+    args = _parser().parse_args(
+        ["worker", "--app", "m:app", "--queue", "default=16", "--queue", "mail=4", "--queue", "x"]
+    )
+    s = WorkerSettings.resolve({"queues": args.queues})
+    assert (s.queues, dict(s.queue_slots), queue_total(s)) == (
+        ("default", "mail", "x"),
+        {"default": 16, "mail": 4},
+        36,
+    )
+
+
+async def test_a_claim_that_completes_a_limited_attempt_takes_its_place_at_once(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """claim.sql completes first (a one-time filter runs complete() before the claim): the
+    place it frees is taken in the same statement, with no extra round trip."""
+    await app.enqueue_many("lim", [Task(), Task(), Task()])
+    store = await app._get_store()
+    limits = [Limit("lim", 1, None, None)]
+    first = await store.claim(4, ["lim"], None, "w1", 30.0, limits=limits, claim_no=1)
+    assert len(first.jobs) == 1
+    full = await store.claim(4, ["lim"], None, "w1", 30.0, limits=limits, claim_no=2)
+    assert full.jobs == []  # its one place is taken
+    (done,) = first.jobs
+    second = await store.claim(
+        4, ["lim"], None, "w1", 30.0, [done.id], [done.attempt], limits=limits, claim_no=3
+    )
+    assert second.completed == {done.id}
+    assert len(second.jobs) == 1

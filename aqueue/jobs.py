@@ -15,12 +15,7 @@ class JobId(int):
     already held the unique key (it is that job's id, and nothing was inserted). It prints
     and compares as the plain number."""
 
-    duplicate: bool
-
-    def __new__(cls, value: int, *, duplicate: bool = False) -> JobId:
-        job_id = super().__new__(cls, value)
-        job_id.duplicate = duplicate
-        return job_id
+    duplicate: bool = False  # set on the instance for a duplicate only: ids come by the 10,000
 
 
 class JobState(enum.StrEnum):

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ARRAY,
     DDL,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -102,11 +103,19 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         Column("lane_id", Integer, nullable=False),
         Column("seq", BigInteger, nullable=False, server_default=ready_seq.next_value()),
         _snoozes(),
+        Column("unique_key", Text, nullable=True),
         CheckConstraint(waiting),
     )
     # The claim's cursor scan: seq past the lane's cursor, in order.
     Index("jobs_ready_lane_idx", ready.c.lane_id, ready.c.seq)
-    delayed = Table("jobs_delayed", md, *_job_columns(state), _snoozes(), CheckConstraint(waiting))
+    delayed = Table(
+        "jobs_delayed",
+        md,
+        *_job_columns(state),
+        _snoozes(),
+        Column("unique_key", Text, nullable=True),
+        CheckConstraint(waiting),
+    )
     Index("jobs_delayed_due_idx", delayed.c.next_attempt_after)
     Index("jobs_delayed_type_due_idx", delayed.c.job_type, delayed.c.next_attempt_after)
     running_columns = [c for c in _job_columns(state) if c.name != "state"]
@@ -119,19 +128,21 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         Column("claim_no", BigInteger, nullable=False),
         Column("claimed_at", DateTime(timezone=True), nullable=False),
         _snoozes(),
+        Column("unique_key", Text, nullable=True),
+        # Claimed under a fleet-wide limit of its type.
+        Column("limited", Boolean, nullable=False, server_default=text("false")),
     )
     Index("jobs_running_worker_idx", running.c.worker_id, running.c.claim_no)
     # Counts a limited type's running attempts (global_concurrency).
-    Index("jobs_running_type_idx", running.c.job_type)
+    Index("jobs_running_type_idx", running.c.job_type, postgresql_where=text("limited"))
     # Unique jobs: (job_type, key) -> the waiting or running job that holds the key.
-    unique_keys = Table(
+    Table(
         "unique_keys",
         md,
         Column("job_type", Text, primary_key=True),
         Column("key", Text, primary_key=True),
         Column("job_id", BigInteger, nullable=False),
     )
-    Index("unique_keys_job_idx", unique_keys.c.job_id)
     # Fleet-wide limits: a claim locks a limited type's row while it starts attempts of it;
     # starts holds the start times inside the latest rate window.
     Table(

@@ -139,10 +139,14 @@ class Scheduler:
                         continue  # maybe more are due: claim again for the slots left
                     if self._exit_when_idle:
                         if not jobs and sum(free) == total:
-                            if not writing and not self._completer.pending():
+                            if claim.held:
+                                # Due, but locked or rate-limited for now: wait for them.
+                                timeout = self._sleep_after(next_due_s)
+                            elif not writing and not self._completer.pending():
                                 return  # drain: nothing running, due, or being written
-                            # A snooze or retry due now may be on its way to the table.
-                            timeout = DRAIN_WRITE_POLL_S
+                            else:
+                                # A snooze or retry due now may be on its way to the table.
+                                timeout = DRAIN_WRITE_POLL_S
                         else:
                             timeout = None  # drain: wait for a running job to finish
                     elif not sum(now_free):

@@ -220,7 +220,13 @@ class Store:
             with self._statement(name):
                 values = await fetch(self._sql[name], args)
         # enqueue_unique gives a duplicate's id negated (job ids are positive).
-        return [JobId(-v, duplicate=True) if v < 0 else JobId(v) for v in values]
+        ids = list(map(JobId, values))
+        if name == "enqueue_unique":
+            for i, value in enumerate(values):
+                if value < 0:
+                    ids[i] = JobId(-value)
+                    ids[i].duplicate = True
+        return ids
 
     # -- worker ---------------------------------------------------------------------------
 
@@ -322,7 +328,8 @@ class Store:
             # INSERT ... RETURNING has no order; start them in claim order.
             jobs.sort(key=lambda j: (-j.priority, j.id))
         db_now = EPOCH + dt.timedelta(microseconds=summary[10])
-        return Claim(jobs, summary[11], set(summary[12]), moved, summary[6], db_now)
+        held = summary[9] is not None
+        return Claim(jobs, summary[11], set(summary[12]), moved, summary[6], db_now, held)
 
     async def complete(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
         rows = await self._fetch("complete", ids, attempts, worker_id)
@@ -554,6 +561,8 @@ class Claim:
     cursors: dict[int, int]  # lane id -> the seq it is now read to
     promoted: int  # delayed jobs (of any type) this claim made due
     db_now: dt.datetime  # the database clock during the claim
+    # Due jobs were held back: locked by another claimer, or their type's rate window full.
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

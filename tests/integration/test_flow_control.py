@@ -202,3 +202,20 @@ async def test_a_claim_that_completes_a_limited_attempt_takes_its_place_at_once(
     )
     assert second.completed == {done.id}
     assert len(second.jobs) == 1
+
+
+async def test_drain_waits_out_a_rate_window_rather_than_stop_with_jobs_due(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    starts: list[float] = []
+
+    @app.job(payload=Task, rate_limit=aqueue.RateLimit(count=3, period_s=0.5))
+    async def paced(payload: Task) -> None:
+        starts.append(anyio.current_time())
+
+    await app.enqueue_many(paced, [Task()] * 7)
+    with anyio.fail_after(20):
+        assert await app.drain(concurrency=8) == 7
+    # 3, then 3 more once the first three leave the window, then the last one.
+    assert starts[6] - starts[0] >= 1.0 - 0.05
+    assert starts[3] - starts[0] >= 0.5 - 0.05

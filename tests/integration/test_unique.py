@@ -172,3 +172,36 @@ async def test_a_key_left_by_a_job_deleted_through_the_view_is_taken_over(
     assert not fresh.duplicate
     assert fresh != gone
     assert (await app.enqueue(deleted, Task(), unique_key="k")) == fresh
+
+
+async def test_the_key_stays_held_through_retries_snoozes_and_hand_backs(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """Every move a waiting or running job makes keeps its key: a failed attempt waiting to
+    retry, a snooze, a delayed job promoted. Only its end frees the key."""
+    runs = 0
+    third = anyio.Event()
+    proceed = anyio.Event()
+
+    @app.job(payload=Task, backoff=lambda attempt: 0)
+    async def bumpy(payload: Task) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("first try fails")
+        if runs == 2:
+            raise aqueue.Snooze(0)
+        third.set()
+        await proceed.wait()
+
+    job_id = await app.enqueue(bumpy, Task(), unique_key="k", delay=0.2)
+    async with app.worker() as worker:
+        with anyio.fail_after(20):
+            await third.wait()  # failed once, snoozed once, running again
+        assert (await app.enqueue(bumpy, Task(), unique_key="k")) == job_id
+        proceed.set()
+        with anyio.fail_after(20):
+            await worker.wait_until(lambda s: s.completed == 1)
+    assert (runs, (await state_of(pg, schema, job_id))["state"]) == (3, "completed")
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.unique_keys") == 0
+    assert not (await app.enqueue(bumpy, Task(), unique_key="k")).duplicate

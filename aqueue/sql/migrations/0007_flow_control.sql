@@ -8,22 +8,29 @@ ALTER TABLE {schema}.jobs_ready ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
 ALTER TABLE {schema}.jobs_delayed ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
 ALTER TABLE {schema}.jobs_running ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
 
--- The running attempts of one job type, counted under its job_limits row by a claim of a
--- type with a global_concurrency: an index range scan over that type's entries.
-CREATE INDEX jobs_running_type_idx ON {schema}.jobs_running (job_type);
+-- unique_key: the job's key in unique_keys (NULL: none), carried by every move, so that the
+-- statement that ends a job frees its key only when it has one. limited: the attempt was
+-- claimed under a fleet-wide limit of its type; only those are in jobs_running_type_idx,
+-- which a claim of the type counts (an index range scan over that type's entries), so the
+-- attempts of other types cost no index entry.
+ALTER TABLE {schema}.jobs_ready ADD COLUMN unique_key text;
+ALTER TABLE {schema}.jobs_delayed ADD COLUMN unique_key text;
+ALTER TABLE {schema}.jobs_running ADD COLUMN unique_key text;
+ALTER TABLE {schema}.jobs_running ADD COLUMN limited boolean NOT NULL DEFAULT false;
+CREATE INDEX jobs_running_type_idx ON {schema}.jobs_running (job_type) WHERE limited;
 
 -- Unique jobs: (job_type, key) -> the job holding the key while it is pending, error or
 -- running. The primary key is what makes concurrent enqueues of one key agree on one job.
 -- A job that ends (complete, fail for good, cancel, rescue out of tries, snoozed too often)
--- deletes its row; a row whose job ended some other way (a DELETE through the view) is taken
--- over by the next enqueue of its key (see enqueue_unique).
+-- deletes its row, found by the job's unique_key column; a row whose job ended some other
+-- way (a DELETE through the view, an UPDATE through it, which drops the column) is taken over
+-- by the next enqueue of its key (see enqueue_unique).
 CREATE TABLE {schema}.unique_keys (
     job_type text NOT NULL,
     key text NOT NULL,
     job_id bigint NOT NULL,
     PRIMARY KEY (job_type, key)
 );
-CREATE INDEX unique_keys_job_idx ON {schema}.unique_keys (job_id);
 
 -- One row per job type with a fleet-wide limit, made by the first claim that meets one. A
 -- claim locks it (FOR UPDATE SKIP LOCKED) while it counts and starts attempts of the type, so
@@ -58,6 +65,9 @@ DECLARE
     dup boolean[] := array_fill(false, ARRAY[n]);
     new_ids bigint[] := '{}';
     new_payloads bytea[] := '{}';
+    new_keys text[] := '{}';
+    lane_no int;
+    first_seq bigint;
     k text;
     holder bigint;
     fresh bigint;
@@ -100,17 +110,40 @@ BEGIN
         ids[i] := fresh;
         new_ids := new_ids || fresh;
         new_payloads := new_payloads || payloads[i];
+        new_keys := new_keys || k;
     END LOOP;
-    IF cardinality(new_ids) > 0 THEN
-        PERFORM {schema}.enqueue(enqueue_unique.job_type, enqueue_unique.queue,
-                                 enqueue_unique.priority, enqueue_unique.max_tries,
-                                 new_payloads, due, new_ids);
+    IF cardinality(new_ids) = 0 THEN
+        -- every one a duplicate
+    ELSIF due <= now() THEN
+        -- As enqueue() (migration 0006), with the keys.
+        lane_no := {schema}.lane(enqueue_unique.job_type, enqueue_unique.queue,
+                                 enqueue_unique.priority);
+        WITH added AS (
+            INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
+                next_attempt_after, try_count, max_tries, priority, payload, lane_id,
+                unique_key)
+            SELECT j.id, enqueue_unique.job_type, enqueue_unique.queue, 'pending', now(), due,
+                   0, enqueue_unique.max_tries, enqueue_unique.priority, j.payload, lane_no,
+                   j.key
+            FROM unnest(new_ids, new_payloads, new_keys) WITH ORDINALITY AS j(id, payload, key, n)
+            ORDER BY j.n
+            RETURNING jobs_ready.seq
+        )
+        SELECT min(added.seq) INTO first_seq FROM added;
+        PERFORM pg_notify('{channel}', enqueue_unique.queue || ' ' || lane_no || ' ' || first_seq);
+    ELSE
+        INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued,
+            next_attempt_after, try_count, max_tries, priority, payload, unique_key)
+        SELECT j.id, enqueue_unique.job_type, enqueue_unique.queue, 'pending', now(), due, 0,
+               enqueue_unique.max_tries, enqueue_unique.priority, j.payload, j.key
+        FROM unnest(new_ids, new_payloads, new_keys) AS j(id, payload, key);
     END IF;
     RETURN QUERY SELECT u.id, u.duplicate FROM unnest(ids, dup) AS u(id, duplicate);
 END
 $$;
 
--- complete: as in migration 0005, and frees the unique keys of the jobs it completes.
+-- complete: as in migration 0005, and frees the unique keys of the jobs it completes (a
+-- join on nothing for jobs without one).
 CREATE OR REPLACE FUNCTION {schema}.complete(ids bigint[], attempts int[], w text)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -136,9 +169,13 @@ BEGIN
                now(), (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'done')
         FROM gone AS g
         RETURNING jobs_done.id
+    ),
+    freed AS (
+        DELETE FROM {schema}.unique_keys AS u USING gone AS g
+        WHERE g.unique_key IS NOT NULL
+          AND u.job_type = g.job_type AND u.key = g.unique_key AND u.job_id = g.id
     )
     SELECT coalesce(array_agg(added.id), '{}') INTO moved FROM added;
-    DELETE FROM {schema}.unique_keys AS u WHERE u.job_id = ANY(moved);
     RETURN QUERY SELECT unnest(moved);
     IF cardinality(moved) < cardinality(ids) THEN
         -- A reply lost with its connection: the attempts it completed are in the ring.
@@ -180,7 +217,10 @@ BEGIN
                  ELSE j.failure_info END,
             CASE WHEN was = 'running' THEN NULL ELSE j.worker_id END,
             now(), (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'done'));
-    DELETE FROM {schema}.unique_keys AS u WHERE u.job_id = cancel.job_id;
+    IF j.unique_key IS NOT NULL THEN
+        DELETE FROM {schema}.unique_keys AS u
+        WHERE u.job_type = j.job_type AND u.key = j.unique_key AND u.job_id = j.id;
+    END IF;
     IF was = 'running' THEN
         PERFORM pg_notify('{channel}', '!cancel ' || job_id);
     END IF;
@@ -188,7 +228,7 @@ BEGIN
 END
 $$;
 
--- promote: as in migration 0006, carrying snoozes.
+-- promote: as in migration 0006, carrying snoozes and unique_key.
 CREATE OR REPLACE FUNCTION {schema}.promote(lim int, since timestamptz)
 RETURNS int
 LANGUAGE plpgsql
@@ -214,10 +254,10 @@ BEGIN
     added AS (
         INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
             next_attempt_after, try_count, max_tries, priority, payload, failure_info,
-            worker_id, lane_id, snoozes)
+            worker_id, lane_id, snoozes, unique_key)
         SELECT g.id, g.job_type, g.queue, g.state, g.queued, g.next_attempt_after,
                g.try_count, g.max_tries, g.priority, g.payload, g.failure_info, g.worker_id,
-               {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes
+               {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes, g.unique_key
         FROM gone AS g
         ORDER BY g.next_attempt_after, g.id
         RETURNING jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
@@ -256,11 +296,15 @@ RETURNS TABLE (kind "char", id bigint, job_type text, queue text, priority int,
                next_attempt_after timestamptz, try_count int, max_tries int, payload bytea,
                lane_id int, seq bigint, next_due_s float8)
 LANGUAGE plpgsql
+-- Generic plans, planned once per connection: a custom plan for each call of the candidate
+-- lookup (whose LIMIT is each group's free slots) cost more than the claim's whole work.
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off
 AS $$
 DECLARE
     seq_now bigint;
     promoted int := 0;
+    limited boolean := cardinality(limit_types) > 0;
     picked bigint[];
     taken bigint[];
     cand_ids bigint[];
@@ -295,7 +339,7 @@ BEGIN
         WHERE wk.worker_id = w AND wk.expires_at > now() FOR KEY SHARE SKIP LOCKED;
         IF NOT FOUND THEN  -- a rescue holds it right now: try again at the next claim
             RETURN QUERY SELECT 's'::"char", NULL::bigint, NULL, NULL, NULL::int, NULL::timestamptz,
-                0, NULL::int, NULL::bytea, NULL::int,
+                0, NULL::int, NULL::bytea, 1,
                 (extract(epoch FROM now()) * 1e6)::bigint, 0::float8;
             RETURN;
         END IF;
@@ -310,12 +354,12 @@ BEGIN
         back AS (
             INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
                 next_attempt_after, try_count, max_tries, priority, payload, failure_info,
-                worker_id, lane_id, snoozes)
+                worker_id, lane_id, snoozes, unique_key)
             SELECT g.id, g.job_type, g.queue,
                    CASE WHEN g.try_count > 1 THEN 'error' ELSE 'pending' END::{schema}.job_state,
                    g.queued, g.next_attempt_after, g.try_count - 1, g.max_tries, g.priority,
                    g.payload, g.failure_info, NULL,
-                   {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes
+                   {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes, g.unique_key
             FROM gone AS g ORDER BY g.id
             RETURNING jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
         )
@@ -331,13 +375,15 @@ BEGIN
     FROM {schema}.ready_seq AS s;
 
     -- Candidates: per served lane whose group has free slots, up to that many rows past its
-    -- cursor, read without locks.
+    -- cursor, read without locks; picked: the best of each group, up to its free slots.
     SELECT coalesce(array_agg(x.lane_id), '{}'), coalesce(array_agg(x.seq), '{}'),
            coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.job_type), '{}'),
-           coalesce(array_agg(x.grp), '{}'), coalesce(array_agg(x.priority), '{}')
-    INTO cand_lanes, cand_seqs, cand_ids, cand_types, cand_groups, cand_prios
+           coalesce(array_agg(x.id) FILTER (WHERE x.grank <= lims[x.grp]), '{}'),
+           array_agg(x.grp) FILTER (WHERE limited), array_agg(x.priority) FILTER (WHERE limited)
+    INTO cand_lanes, cand_seqs, cand_ids, cand_types, picked, cand_groups, cand_prios
     FROM (
-        SELECT l.lane_id, l.job_type, l.priority, g.grp, c.id, c.seq
+        SELECT l.lane_id, l.job_type, l.priority, g.grp, c.id, c.seq,
+               row_number() OVER (PARTITION BY g.grp ORDER BY l.priority DESC, c.seq) AS grank
         FROM {schema}.lanes AS l
         CROSS JOIN LATERAL (
             SELECT CASE WHEN queues IS NULL THEN 1
@@ -356,58 +402,66 @@ BEGIN
     ) AS x;
 
     -- Fleet-wide limits of the limited types among the candidates.
-    FOREACH t IN ARRAY ARRAY(SELECT DISTINCT ct FROM unnest(cand_types) AS ct
-                             WHERE ct = ANY(limit_types)) LOOP
-        li := array_position(limit_types, t);
-        SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
-        WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
-            INSERT INTO {schema}.job_limits (job_type) VALUES (t) ON CONFLICT DO NOTHING;
+    IF limited THEN
+        FOREACH t IN ARRAY ARRAY(SELECT DISTINCT ct FROM unnest(cand_types) AS ct
+                                 WHERE ct = ANY(limit_types)) LOOP
+            li := array_position(limit_types, t);
             SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
             WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
-        END IF;
-        IF NOT FOUND THEN
-            allowance := 0;  -- another claimer is starting this type now: look again soon
-            locked_out := true;
-        ELSE
-            allowance := 2147483647;
-            IF limit_concurrency[li] IS NOT NULL THEN
-                allowance := limit_concurrency[li] - (
-                    SELECT count(*) FROM {schema}.jobs_running AS r WHERE r.job_type = t);
+            IF NOT FOUND THEN
+                INSERT INTO {schema}.job_limits (job_type) VALUES (t) ON CONFLICT DO NOTHING;
+                SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
+                WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
             END IF;
-            IF limit_counts[li] IS NOT NULL THEN
-                recent := ARRAY(SELECT s FROM unnest(recent) AS s
-                                WHERE s > now() - make_interval(secs => limit_periods[li])
-                                ORDER BY s);
-                IF cardinality(recent) >= limit_counts[li] THEN
-                    -- Full: the next place frees when the window passes its oldest start
-                    -- that keeps it full.
-                    rate_wait := least(rate_wait, extract(epoch FROM
-                        recent[cardinality(recent) - limit_counts[li] + 1]
-                        + make_interval(secs => limit_periods[li]) - now()));
+            IF NOT FOUND THEN
+                allowance := 0;  -- another claimer is starting this type now: look again soon
+                locked_out := true;
+            ELSE
+                allowance := 2147483647;
+                IF limit_concurrency[li] IS NOT NULL THEN
+                    allowance := limit_concurrency[li] - (
+                        SELECT count(*) FROM {schema}.jobs_running AS r
+                        WHERE r.job_type = t AND r.limited);
                 END IF;
-                allowance := least(allowance, limit_counts[li] - cardinality(recent));
+                IF limit_counts[li] IS NOT NULL THEN
+                    recent := ARRAY(SELECT s FROM unnest(recent) AS s
+                                    WHERE s > now() - make_interval(secs => limit_periods[li])
+                                    ORDER BY s);
+                    IF cardinality(recent) >= limit_counts[li] THEN
+                        -- Full: the next place frees when the window passes its oldest start
+                        -- that keeps it full.
+                        rate_wait := least(rate_wait, extract(epoch FROM
+                            recent[cardinality(recent) - limit_counts[li] + 1]
+                            + make_interval(secs => limit_periods[li]) - now()));
+                    END IF;
+                    allowance := least(allowance, limit_counts[li] - cardinality(recent));
+                END IF;
             END IF;
-        END IF;
-        allow_types := allow_types || t;
-        allow_n := allow_n || greatest(allowance, 0);
-    END LOOP;
+            allow_types := allow_types || t;
+            allow_n := allow_n || greatest(allowance, 0);
+        END LOOP;
+    END IF;
 
-    -- Picked: within its type's allowance (limited types), then the best per group.
-    SELECT coalesce(array_agg(y.id) FILTER (WHERE y.grank <= lims[y.grp]), '{}') INTO picked
-    FROM (
-        SELECT x.id, x.grp,
-               row_number() OVER (PARTITION BY x.grp ORDER BY x.priority DESC, x.seq) AS grank
+    -- With a limited type among them, picked again: within its type's allowance first (so
+    -- no other type waits behind it), then the best of each group.
+    IF cardinality(allow_types) > 0 THEN
+        SELECT coalesce(array_agg(y.id) FILTER (WHERE y.grank <= lims[y.grp]), '{}')
+        INTO picked
         FROM (
-            SELECT c.id, c.grp, c.priority, c.seq, c.job_type,
-                   row_number() OVER (PARTITION BY c.job_type ORDER BY c.priority DESC, c.seq)
-                       AS trank
-            FROM unnest(cand_ids, cand_seqs, cand_types, cand_groups, cand_prios)
-                 AS c(id, seq, job_type, grp, priority)
-        ) AS x
-        LEFT JOIN unnest(allow_types, allow_n) AS a(job_type, n) ON a.job_type = x.job_type
-        WHERE a.n IS NULL OR x.trank <= a.n
-    ) AS y;
+            SELECT x.id, x.grp,
+                   row_number() OVER (PARTITION BY x.grp ORDER BY x.priority DESC, x.seq)
+                       AS grank
+            FROM (
+                SELECT c.id, c.grp, c.priority, c.seq, c.job_type,
+                       row_number() OVER (PARTITION BY c.job_type
+                                          ORDER BY c.priority DESC, c.seq) AS trank
+                FROM unnest(cand_ids, cand_seqs, cand_types, cand_groups, cand_prios)
+                     AS c(id, seq, job_type, grp, priority)
+            ) AS x
+            LEFT JOIN unnest(allow_types, allow_n) AS a(job_type, n) ON a.job_type = x.job_type
+            WHERE a.n IS NULL OR x.trank <= a.n
+        ) AS y;
+    END IF;
 
     SELECT coalesce(array_agg(lk.id), '{}') INTO taken
     FROM (
@@ -427,10 +481,10 @@ BEGIN
     started AS (
         INSERT INTO {schema}.jobs_running (id, job_type, queue, queued, next_attempt_after,
             try_count, max_tries, priority, payload, failure_info, worker_id, claim_no,
-            claimed_at, snoozes)
+            claimed_at, snoozes, unique_key, limited)
         SELECT g.id, g.job_type, g.queue, g.queued, g.next_attempt_after, g.try_count + 1,
                g.max_tries, g.priority, g.payload, g.failure_info, w, claim_no, now(),
-               g.snoozes
+               g.snoozes, g.unique_key, limited AND g.job_type = ANY(limit_types)
         FROM gone AS g
         RETURNING jobs_running.*
     )
@@ -441,18 +495,20 @@ BEGIN
     locked_out := locked_out OR got < cardinality(picked);
 
     -- Rate-limited types record their starts (the locks taken above are still held).
-    FOREACH t IN ARRAY allow_types LOOP
-        li := array_position(limit_types, t);
-        CONTINUE WHEN limit_counts[li] IS NULL;
-        started_n := (SELECT count(*) FROM unnest(cand_ids, cand_types) AS c(id, job_type)
-                      WHERE c.job_type = t AND c.id = ANY(taken));
-        UPDATE {schema}.job_limits AS jl
-        SET starts = ARRAY(SELECT s FROM unnest(jl.starts) AS s
-                           WHERE s > now() - make_interval(secs => limit_periods[li])
-                           UNION ALL
-                           SELECT now() FROM generate_series(1, started_n))
-        WHERE jl.job_type = t AND started_n > 0;
-    END LOOP;
+    IF cardinality(allow_types) > 0 THEN
+        FOREACH t IN ARRAY allow_types LOOP
+            li := array_position(limit_types, t);
+            CONTINUE WHEN limit_counts[li] IS NULL;
+            started_n := (SELECT count(*) FROM unnest(cand_ids, cand_types) AS c(id, job_type)
+                          WHERE c.job_type = t AND c.id = ANY(taken));
+            UPDATE {schema}.job_limits AS jl
+            SET starts = ARRAY(SELECT s FROM unnest(jl.starts) AS s
+                               WHERE s > now() - make_interval(secs => limit_periods[li])
+                               UNION ALL
+                               SELECT now() FROM generate_series(1, started_n))
+            WHERE jl.job_type = t AND started_n > 0;
+        END LOOP;
+    END IF;
 
     -- New cursors: just before a lane's first candidate not claimed (picked rows another
     -- claimer held locked, rows beyond the group's free slots or their type's allowance);
@@ -480,8 +536,12 @@ BEGIN
     GROUP BY l.lane_id, g.grp;
 
     RETURN QUERY
+    -- The summary: lane_id is 1 when due jobs were held back (locked by another claimer,
+    -- or their type's rate window full), so a drain waits for them rather than stop.
     SELECT 's'::"char", NULL::bigint, NULL, NULL, NULL::int, NULL::timestamptz, promoted,
-           NULL::int, NULL::bytea, NULL::int, (extract(epoch FROM now()) * 1e6)::bigint,
+           NULL::int, NULL::bytea,
+           CASE WHEN locked_out OR rate_wait IS NOT NULL THEN 1 END,
+           (extract(epoch FROM now()) * 1e6)::bigint,
            CASE
                WHEN locked_out THEN 0::float8
                WHEN got >= (SELECT sum(f) FROM unnest(lims) AS f) THEN NULL  -- claims again

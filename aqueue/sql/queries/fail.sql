@@ -31,24 +31,25 @@ failed AS (
 ),
 -- A job failed for good frees its unique key (migration 0007).
 freed AS (
-    DELETE FROM {schema}.unique_keys AS u
-    WHERE u.job_id = ANY(ARRAY(SELECT g.id FROM gone AS g WHERE g.ended))
+    DELETE FROM {schema}.unique_keys AS u USING gone AS g
+    WHERE g.ended AND g.unique_key IS NOT NULL
+      AND u.job_type = g.job_type AND u.key = g.unique_key AND u.job_id = g.id
 ),
 due_now AS (
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, unique_key)
     SELECT g.id, g.job_type, g.queue, 'error', g.queued, now(), g.try_count, g.max_tries,
            g.priority, g.payload, g.new_failure_info, g.worker_id,
-           {schema}.lane(g.job_type, g.queue, g.priority)
+           {schema}.lane(g.job_type, g.queue, g.priority), g.unique_key
     FROM gone AS g WHERE NOT g.ended AND g.delay_s <= 0
     RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
 ),
 due_later AS (
     INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id)
+        try_count, max_tries, priority, payload, failure_info, worker_id, unique_key)
     SELECT g.id, g.job_type, g.queue, 'error', g.queued,
            now() + make_interval(secs => g.delay_s), g.try_count, g.max_tries, g.priority,
-           g.payload, g.new_failure_info, g.worker_id
+           g.payload, g.new_failure_info, g.worker_id, g.unique_key
     FROM gone AS g WHERE NOT g.ended AND g.delay_s > 0
     RETURNING jobs_delayed.id, 'error'::text AS state
 )

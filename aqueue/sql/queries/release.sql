@@ -1,6 +1,7 @@
 -- release: hand running attempts back to the queue, due now, without counting them (the worker
--- stopped before they could finish; their snoozes are kept), announcing them per lane as every insert into jobs_ready
--- does (migration 0006). Guarded by worker and attempt like complete.
+-- stopped before they could finish; snoozes and unique_key are kept), announcing them per
+-- lane as every insert into jobs_ready does (migration 0006). Guarded by worker and attempt
+-- like complete.
 -- $1 ids bigint[], $2 attempts int[], $3 worker_id.
 WITH gone AS (
     DELETE FROM {schema}.jobs_running AS r
@@ -14,11 +15,12 @@ WITH gone AS (
 ),
 back AS (
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, snoozes)
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, snoozes,
+        unique_key)
     SELECT g.id, g.job_type, g.queue,
            CASE WHEN g.try_count > 1 THEN 'error' ELSE 'pending' END::{schema}.job_state,
            g.queued, now(), g.try_count - 1, g.max_tries, g.priority, g.payload, g.failure_info,
-           NULL, {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes
+           NULL, {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes, g.unique_key
     FROM gone AS g
     RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
 )

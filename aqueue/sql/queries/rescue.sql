@@ -35,15 +35,16 @@ failed AS (
 ),
 -- A job failed for good frees its unique key (migration 0007).
 freed AS (
-    DELETE FROM {schema}.unique_keys AS u
-    WHERE u.job_id = ANY(ARRAY(SELECT g.id FROM gone AS g WHERE g.try_count >= g.max_tries))
+    DELETE FROM {schema}.unique_keys AS u USING gone AS g
+    WHERE g.try_count >= g.max_tries AND g.unique_key IS NOT NULL
+      AND u.job_type = g.job_type AND u.key = g.unique_key AND u.job_id = g.id
 ),
 back AS (
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id)
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, unique_key)
     SELECT g.id, g.job_type, g.queue, 'error', g.queued, least(g.next_attempt_after, now()),
            g.try_count, g.max_tries, g.priority, g.payload, g.why, NULL,
-           {schema}.lane(g.job_type, g.queue, g.priority)
+           {schema}.lane(g.job_type, g.queue, g.priority), g.unique_key
     FROM gone AS g WHERE g.try_count < g.max_tries
     ORDER BY g.id
     RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq

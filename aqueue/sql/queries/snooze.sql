@@ -31,25 +31,27 @@ failed AS (
     RETURNING jobs_failed.id, 'failed'::text AS state
 ),
 freed AS (
-    DELETE FROM {schema}.unique_keys AS u
-    WHERE u.job_id = ANY(ARRAY(SELECT g.id FROM gone AS g WHERE g.ended))
+    DELETE FROM {schema}.unique_keys AS u USING gone AS g
+    WHERE g.ended AND g.unique_key IS NOT NULL
+      AND u.job_type = g.job_type AND u.key = g.unique_key AND u.job_id = g.id
 ),
 due_now AS (
     INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, snoozes)
+        try_count, max_tries, priority, payload, failure_info, worker_id, lane_id, snoozes,
+        unique_key)
     SELECT g.id, g.job_type, g.queue, g.back_state, g.queued, now(), g.try_count - 1,
            g.max_tries, g.priority, g.payload, g.failure_info, NULL,
-           {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes + 1
+           {schema}.lane(g.job_type, g.queue, g.priority), g.snoozes + 1, g.unique_key
     FROM gone AS g WHERE NOT g.ended AND g.delay_s <= 0
     RETURNING jobs_ready.id, jobs_ready.state::text, jobs_ready.queue, jobs_ready.lane_id,
               jobs_ready.seq
 ),
 due_later AS (
     INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued, next_attempt_after,
-        try_count, max_tries, priority, payload, failure_info, worker_id, snoozes)
+        try_count, max_tries, priority, payload, failure_info, worker_id, snoozes, unique_key)
     SELECT g.id, g.job_type, g.queue, g.back_state, g.queued,
            now() + make_interval(secs => g.delay_s), g.try_count - 1, g.max_tries, g.priority,
-           g.payload, g.failure_info, NULL, g.snoozes + 1
+           g.payload, g.failure_info, NULL, g.snoozes + 1, g.unique_key
     FROM gone AS g WHERE NOT g.ended AND g.delay_s > 0
     RETURNING jobs_delayed.id, jobs_delayed.state::text AS state
 )

@@ -74,7 +74,8 @@ WORKLOADS = {
         5_000, "within 10% of drain_c16",
     ),
     "drain_beside_limited": Workload(
-        "drain c16, 1 job in 11 of a type limited to 4 at once (jobs/s)", "rate",
+        "drain c16 beside a type limited to 4 at once (1 job in 11): the other type's jobs/s",
+        "rate",
         w.drain_beside_limited, 50_000, 5_000, "within 10% of drain_c16",
     ),
     "io_c256": Workload(

@@ -401,10 +401,12 @@ BEGIN
           AND lims[g.grp] > 0
     ) AS x;
 
-    -- Fleet-wide limits of the limited types among the candidates.
+    -- Fleet-wide limits of the limited types among the picked candidates (a limited type
+    -- none of whose candidates made the pick is not locked: it would not be claimed now).
     IF limited THEN
-        FOREACH t IN ARRAY ARRAY(SELECT DISTINCT ct FROM unnest(cand_types) AS ct
-                                 WHERE ct = ANY(limit_types)) LOOP
+        FOREACH t IN ARRAY ARRAY(SELECT DISTINCT c.job_type
+                                 FROM unnest(cand_ids, cand_types) AS c(id, job_type)
+                                 WHERE c.job_type = ANY(limit_types) AND c.id = ANY(picked)) LOOP
             li := array_position(limit_types, t);
             SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
             WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
@@ -443,8 +445,14 @@ BEGIN
     END IF;
 
     -- With a limited type among them, picked again: within its type's allowance first (so
-    -- no other type waits behind it), then the best of each group.
+    -- no other type waits behind it), then the best of each group. The other limited types
+    -- (not locked) are left out: the places this frees would otherwise go to them.
     IF cardinality(allow_types) > 0 THEN
+        SELECT allow_types || coalesce(array_agg(DISTINCT ct), '{}'),
+               allow_n || array_fill(0, ARRAY[count(DISTINCT ct)::int])
+        INTO allow_types, allow_n
+        FROM unnest(cand_types) AS ct
+        WHERE ct = ANY(limit_types) AND NOT ct = ANY(allow_types);
         SELECT coalesce(array_agg(y.id) FILTER (WHERE y.grank <= lims[y.grp]), '{}')
         INTO picked
         FROM (

@@ -140,3 +140,24 @@ async def limited(payload: Task) -> None:
 async def rated(payload: Task) -> None:
     """At most 20 starts a second across the fleet: record the span and the claim's time."""
     await write_span(time.time())
+
+
+@app.job(payload=Task, queue="slow")
+async def sized(payload: Task) -> None:
+    """Sleep ``sleep_s`` in whatever queue it was enqueued in; record the span."""
+    started = time.time()
+    await anyio.sleep(payload.sleep_s)
+    await write_span(started)
+
+
+@app.job(payload=Task, backoff=lambda attempt: 0.1)
+async def decides(payload: Task) -> None:
+    """``label`` decides: "snooze" snoozes its first run, "retry" asks for a retry on its
+    first attempt, "discard" discards; then it completes."""
+    first = await write_ledger(payload.n)
+    if payload.label == "snooze" and first:
+        raise aqueue.Snooze(0.1)
+    if payload.label == "retry" and aqueue.current_job().attempt == 1:
+        raise aqueue.Retry("asked to", delay=0.1)
+    if payload.label == "discard":
+        raise aqueue.Discard("asked to")

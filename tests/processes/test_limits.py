@@ -4,6 +4,7 @@ enforced by the claim, atomically, however many workers claim at the same instan
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -119,3 +120,136 @@ async def test_rate_limit_20_per_second_holds_across_4_processes(
     # The handlers' own start times (this machine's clock) tell the same story, loosely.
     local = sorted(r["started"] for r in rows)
     assert 8.5 <= local[-1] - local[0] <= 12.5
+
+
+async def test_sized_queues_hold_in_each_worker_process(
+    dsn: str, app: aqueue.App, pg: asyncpg.Connection, schema: str, spans: None, tmp_path: Path
+) -> None:
+    """Two processes with ``--queue slow=2 --queue fast=1``: in each, at most 2 jobs of slow
+    and 1 of fast at once, and fast runs beside a full slow."""
+    workers = [
+        WorkerProcess(
+            tmp_path / f"sized-{i}.log",
+            {"AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema},
+            *("--queue", "slow=2", "--queue", "fast=1"),
+        )
+        for i in range(2)
+    ]
+    try:
+        for worker in workers:
+            await worker.wait_started()
+        assert "queues slow=2, fast=1" in workers[0].output()
+        await app.enqueue_many(apps.sized, [Task(n=i, sleep_s=0.3) for i in range(12)])
+        await app.enqueue_many(
+            apps.sized, [Task(n=100 + i, sleep_s=0.05) for i in range(10)], queue="fast"
+        )
+        await eventually(
+            completed(pg, schema, "sized"), lambda n: n == 22, timeout_s=60, interval_s=0.1
+        )
+    finally:
+        for worker in workers:
+            worker.kill()
+    rows = await pg.fetch(
+        f"SELECT s.pid, j.queue, s.started, s.ended FROM {schema}.spans AS s "
+        f"JOIN {schema}.background_jobs AS j ON j.id = s.job_id"
+    )
+    assert len(rows) == 22
+    for pid in {r["pid"] for r in rows}:
+        for queue, most in (("slow", 2), ("fast", 1)):
+            spans_ = [
+                (r["started"], r["ended"]) for r in rows if r["pid"] == pid and r["queue"] == queue
+            ]
+            assert most_at_once(spans_) <= most, (pid, queue)
+    slow = [r for r in rows if r["queue"] == "slow"]
+    fast = [r for r in rows if r["queue"] == "fast"]
+    # The fast queue did not wait for the slow one to drain.
+    assert min(r["ended"] for r in fast) < max(r["started"] for r in slow)
+
+
+async def test_handlers_decide_across_worker_processes(
+    app: aqueue.App,
+    pg: asyncpg.Connection,
+    schema: str,
+    four_workers: list[WorkerProcess],
+) -> None:
+    await pg.execute(apps.LEDGER_DDL.replace(f"{apps.SCHEMA}.", f"{schema}."))
+    labels = ["snooze", "retry", "discard", "plain"] * 5
+    ids = await app.enqueue_many(
+        apps.decides, [Task(n=i, label=label) for i, label in enumerate(labels)]
+    )
+
+    async def ended() -> int:
+        return int(
+            await pg.fetchval(
+                f"SELECT count(*) FROM {schema}.background_jobs "
+                f"WHERE state IN ('completed', 'failed')"
+            )
+        )
+
+    await eventually(ended, lambda n: n == 20, timeout_s=60, interval_s=0.1)
+    rows = {
+        r["id"]: r
+        for r in await pg.fetch(
+            f"SELECT id, state::text AS state, try_count, failure_info "
+            f"FROM {schema}.background_jobs"
+        )
+    }
+    for job_id, label in zip(ids, labels, strict=True):
+        row = rows[job_id]
+        expected = {
+            "snooze": ("completed", 1),  # the snoozed run did not count
+            "retry": ("completed", 2),
+            "discard": ("failed", 1),
+            "plain": ("completed", 1),
+        }[label]
+        assert (row["state"], row["try_count"]) == expected, (label, dict(row))
+        if label == "discard":
+            assert "Discarded" in row["failure_info"]
+        if label == "retry":
+            assert "requested a retry" in row["failure_info"]
+
+
+UNIQUE_ENQUEUER = """
+import asyncio, os, sys
+import aqueue
+from tests import apps
+from tests.payloads_pb2 import Task
+
+async def main() -> None:
+    async with apps.app:
+        ids = await apps.app.enqueue_many(
+            apps.record, [Task(n=i) for i in range(50)], unique_keys=[f"k{i}" for i in range(50)]
+        )
+        print(" ".join(f"{int(i)}:{int(i.duplicate)}" for i in ids))
+
+asyncio.run(main())
+"""
+
+
+async def test_unique_keys_hold_across_enqueuing_processes(
+    dsn: str, pg: asyncpg.Connection, schema: str, app: aqueue.App
+) -> None:
+    """Four processes enqueue the same 50 keys at the same moment: 50 jobs, and every
+    process gets the same 50 ids back."""
+    import sys
+
+    import anyio
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema}
+    outputs: list[str] = []
+
+    async def enqueuer() -> None:
+        done = await anyio.run_process([sys.executable, "-c", UNIQUE_ENQUEUER], cwd=ROOT, env=env)
+        outputs.append(done.stdout.decode())
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(enqueuer)
+    results = [[tuple(map(int, x.split(":"))) for x in out.split()] for out in outputs]
+    ids = [[i for i, _ in r] for r in results]
+    assert all(r == ids[0] for r in ids)
+    assert sum(1 for r in results for _, dup in r if not dup) == 50
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.background_jobs") == 50

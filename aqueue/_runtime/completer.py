@@ -194,10 +194,13 @@ class Completer:
         self._on_persisted({"stale": 1})
 
     async def _write(self, batch: list[Outcome]) -> dict[str, int]:
-        done = [o for o in batch if o.verdict is Verdict.COMPLETE]
-        failed = [o for o in batch if o.verdict is Verdict.FAIL]
-        released = [o for o in batch if o.verdict is Verdict.RELEASE]
-        snoozed = [o for o in batch if o.verdict is Verdict.SNOOZE]
+        by_verdict: dict[Verdict, list[Outcome]] = {v: [] for v in Verdict}
+        for outcome in batch:
+            by_verdict[outcome.verdict].append(outcome)
+        done = by_verdict[Verdict.COMPLETE]
+        failed = by_verdict[Verdict.FAIL]
+        released = by_verdict[Verdict.RELEASE]
+        snoozed = by_verdict[Verdict.SNOOZE]
         counts = {
             "completed": 0,
             "error": 0,

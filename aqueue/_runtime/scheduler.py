@@ -127,9 +127,12 @@ class Scheduler:
                     jobs, next_due_s = claim.jobs, claim.next_due_s
                     self.claims += 1
                     self.claimed += len(jobs)
-                    got = [0] * len(free)
-                    for job in jobs:
-                        got[self._slots.group(job.queue)] += 1
+                    if self._slots.single:
+                        got = [len(jobs)]
+                    else:
+                        got = [0] * len(free)
+                        for job in jobs:
+                            got[self._slots.group(job.queue)] += 1
                     filled = [g for g, n in enumerate(free) if n and got[g] >= n]
                     self._backlog = bool(filled)
                     for job in jobs:

@@ -22,6 +22,7 @@ class Slots:
             else:
                 self._group_of[queue] = 0
         self.total = sum(self.capacity)
+        self.single = len(self.capacity) == 1  # one group: no lookups on the hot path
         self._used = [0] * len(self.capacity)
         # For the claim: each served queue's group, 1-based as SQL arrays are.
         self.queue_groups = None if queues is None else [self._group_of[q] + 1 for q in queues]
@@ -31,11 +32,13 @@ class Slots:
         return self._group_of.get(queue, 0)
 
     def take(self, queue: str) -> None:
-        self._used[self.group(queue)] += 1
+        self._used[0 if self.single else self.group(queue)] += 1
 
     def give(self, queue: str) -> None:
-        self._used[self.group(queue)] -= 1
+        self._used[0 if self.single else self.group(queue)] -= 1
 
     def free(self) -> list[int]:
         """Free slots per group."""
+        if self.single:
+            return [max(self.capacity[0] - self._used[0], 0)]
         return [max(c - u, 0) for c, u in zip(self.capacity, self._used, strict=True)]

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 import aqueue
+from aqueue._store.records import Limit
 from aqueue._store.store import Store
 from tests.helpers import sqlalchemy_dsn
 from tests.payloads_pb2 import Task
@@ -220,3 +221,45 @@ async def test_rescue_reads_no_running_row_when_no_lease_has_expired(
         f"SELECT id, state::text FROM {schema}.background_jobs WHERE state = 'running'"
     )
     assert [tuple(r) for r in states] == [(running_id, "running")]
+
+
+async def test_a_claim_with_queues_and_limits_reads_indexes_only(
+    app: aqueue.App, pg: asyncpg.Connection
+) -> None:
+    """Two slot groups, a type limited in concurrency and rate beside 20,000 jobs of another
+    queue and 20,000 of another type: the candidates come from the lanes' index, the running
+    count from jobs_running_type_idx, the limit row from its primary key; nothing is read
+    whole."""
+    store = app._store
+    assert isinstance(store, Store)
+    for _ in range(2):
+        await app.enqueue_many("lim", [Task()] * 10_000, queue="other")
+        await app.enqueue_many("foreign", [Task()] * 10_000, queue="a")
+    await app.enqueue_many("lim", [Task()] * 50, queue="a")
+    await app.enqueue_many("free", [Task()] * 50, queue="b")
+    limits = [Limit("lim", 3, 10, 1.0)]
+    # One of lim starts: two places are left of its three.
+    first = await store.claim(
+        [1, 4], ["lim", "free"], ["a", "b"], "w", 30.0, queue_groups=[1, 2], limits=limits
+    )
+    assert sorted(j.job_type for j in first.jobs) == ["free"] * 4 + ["lim"]
+    async with logged_plans(pg, "auto_explain.log_analyze = on") as plans:
+        args = store.claim_args(
+            [4, 4],
+            ["lim", "free"],
+            ["a", "b"],
+            "w",
+            30.0,
+            queue_groups=[1, 2],
+            claim_no=2,
+            limits=limits,
+        )
+        rows = await pg.fetch(store._sql["claim"], *args)
+    claimed = [(r["job_type"], r["queue"]) for r in rows if r["kind"] == "j"]
+    # lim: 3 at once, 1 running already; free fills its own group.
+    assert sorted(claimed) == [("free", "b")] * 4 + [("lim", "a")] * 2
+    text = "\n".join(plans)
+    assert "jobs_running_type_idx" in text
+    assert "job_limits_pkey" in text
+    for table in ("jobs_ready", "jobs_running", "job_limits", "jobs_delayed", "lanes"):
+        assert f"Seq Scan on {table}" not in text, text

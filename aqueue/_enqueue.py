@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from .config import (
     QUEUE_DEFAULT,
     validate_name,
 )
+from .control import seconds
 from .errors import PayloadError
 from .registry import JobDeclaration, Registry, check_job_options
 
@@ -140,14 +140,4 @@ def _delay_seconds(delay: float | dt.timedelta | None, run_at: dt.datetime | Non
             raise TypeError(f"run_at must be a datetime, got {run_at!r}")
         if run_at.tzinfo is None or run_at.utcoffset() is None:
             raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-    if delay is None:
-        return None
-    if isinstance(delay, dt.timedelta):
-        seconds = delay.total_seconds()
-    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        seconds = float(delay)
-    else:
-        raise TypeError(f"delay must be seconds or a timedelta, got {delay!r}")
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-    return seconds
+    return None if delay is None else seconds("delay", delay)

@@ -11,16 +11,18 @@ __all__ = ["Discard", "RateLimit", "Retry", "Snooze"]
 SNOOZE_MAX = 100  # snoozes in a row (no counted attempt between them) before the job fails
 
 
-def _seconds(what: str, value: float | dt.timedelta) -> float:
+def seconds(what: str, value: float | dt.timedelta) -> float:
+    """``value`` (seconds or a timedelta) in seconds; ``TypeError``/``ValueError`` naming
+    ``what`` unless it is a finite number >= 0."""
     if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
+        result = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        result = float(value)
     else:
         raise TypeError(f"{what} must be seconds or a timedelta, got {value!r}")
-    if not (math.isfinite(seconds) and seconds >= 0):
+    if not (math.isfinite(result) and result >= 0):
         raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
-    return seconds
+    return result
 
 
 class Retry(Exception):
@@ -37,7 +39,7 @@ class Retry(Exception):
     def __init__(self, reason: str = "", *, delay: float | dt.timedelta | None = None) -> None:
         super().__init__(reason)
         self.reason = str(reason)
-        self.delay_s = None if delay is None else _seconds("Retry delay", delay)
+        self.delay_s = None if delay is None else seconds("Retry delay", delay)
 
 
 class Snooze(Exception):
@@ -53,7 +55,7 @@ class Snooze(Exception):
     """
 
     def __init__(self, delay: float | dt.timedelta = 0.0) -> None:
-        self.delay_s = _seconds("Snooze delay", delay)
+        self.delay_s = seconds("Snooze delay", delay)
         super().__init__(self.delay_s)
 
 
@@ -92,7 +94,7 @@ class RateLimit:
             raise ValueError(
                 f"RateLimit.count must be 1-1000 (for more, use a shorter period), got {self.count}"
             )
-        period = _seconds("RateLimit.period_s", self.period_s)
+        period = seconds("RateLimit.period_s", self.period_s)
         if period <= 0:
             raise ValueError(f"RateLimit.period_s must be > 0, got {self.period_s!r}")
         object.__setattr__(self, "period_s", period)

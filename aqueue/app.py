@@ -212,7 +212,7 @@ class App:
                 timeout_s=timeout_s,
                 unique_key=unique_key,
                 backoff=backoff,
-                discard_on=discard_on if isinstance(discard_on, tuple) else (discard_on,),
+                discard_on=discard_on,  # type: ignore[arg-type]  # checked and made a tuple there
                 global_concurrency=global_concurrency,
                 rate_limit=rate_limit,
             )

@@ -7,6 +7,8 @@ import math
 import random
 from collections.abc import Callable
 
+from .control import DELAY_MAX_S
+
 __all__ = ["BACKOFF_BASE_S", "BACKOFF_JITTER", "BACKOFF_MAX_S", "Backoff", "retry_delay_s"]
 
 BACKOFF_BASE_S = 15.0
@@ -44,6 +46,8 @@ class Backoff:
             raise ValueError(f"Backoff.factor must be >= 1, got {self.factor!r}")
         if self.jitter >= 1:
             raise ValueError(f"Backoff.jitter must be below 1, got {self.jitter!r}")
+        if self.max_s > DELAY_MAX_S:
+            raise ValueError(f"Backoff.max_s must be at most ten years, got {self.max_s!r}")
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait after failed attempt ``attempt`` (1-based), in seconds."""
@@ -72,17 +76,18 @@ def retry_delay_s(try_count: int, rng: random.Random | None = None) -> float:
 
 def policy_delay_s(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
     """The wait ``policy`` gives after failed attempt ``attempt``. A callable's answer is
-    checked: anything but a finite number of seconds >= 0 raises ``ValueError``."""
+    checked: anything but a finite number of seconds from 0 to ten years raises
+    ``ValueError``."""
     if isinstance(policy, Backoff):
         return policy.delay_s(attempt, rng)
     value = policy(attempt)
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value >= 0)
+        or not (math.isfinite(value) and 0 <= value <= DELAY_MAX_S)
     ):
         raise ValueError(
             f"the backoff callable returned {value!r} for attempt {attempt}; it must return "
-            "a finite number of seconds >= 0"
+            "a finite number of seconds from 0 to ten years"
         )
     return float(value)

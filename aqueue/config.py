@@ -114,6 +114,7 @@ class WorkerSettings:
         if unknown:
             raise ConfigurationError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for name in names:
             source = f"AQUEUE_{name.upper()}"
             raw: Any = overrides.get(name)
@@ -124,8 +125,11 @@ class WorkerSettings:
             else:
                 continue
             values[name] = _coerce(name, raw, source)
+            sources[name] = source
         if values.get("queues") is not None:
-            values["queues"], values["queue_slots"] = _queue_slots(values["queues"], source)
+            values["queues"], values["queue_slots"] = _queue_slots(
+                values["queues"], sources["queues"]
+            )
         if "heartbeat_s" not in values:
             values["heartbeat_s"] = values.get("lease_s", LEASE_S_DEFAULT) / 3
         settings = cls(**values)

@@ -9,11 +9,14 @@ import math
 __all__ = ["Discard", "RateLimit", "Retry", "Snooze"]
 
 SNOOZE_MAX = 100  # snoozes in a row (no counted attempt between them) before the job fails
+# The longest delay accepted: PostgreSQL's intervals overflow far beyond, and a job due in
+# ten years is a mistake more often than a plan.
+DELAY_MAX_S = 10 * 366 * 86400.0
 
 
 def seconds(what: str, value: float | dt.timedelta) -> float:
     """``value`` (seconds or a timedelta) in seconds; ``TypeError``/``ValueError`` naming
-    ``what`` unless it is a finite number >= 0."""
+    ``what`` unless it is a finite number from 0 to ten years."""
     if isinstance(value, dt.timedelta):
         result = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -22,6 +25,8 @@ def seconds(what: str, value: float | dt.timedelta) -> float:
         raise TypeError(f"{what} must be seconds or a timedelta, got {value!r}")
     if not (math.isfinite(result) and result >= 0):
         raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    if result > DELAY_MAX_S:
+        raise ValueError(f"{what} must be at most ten years ({DELAY_MAX_S:g} s), got {value!r}")
     return result
 
 

@@ -120,22 +120,10 @@ class Executor:
             # lease) still propagates; only this scope's own expiry is a timeout.
             with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as limit:
                 await job_type.handler(payload)
-        except Snooze as exc:
-            log.info("snooze: job %d (%s) for %g s", job.id, job.job_type, exc.delay_s)
-            return Outcome(job, Verdict.SNOOZE, delay_s=exc.delay_s)
-        except Retry as exc:
-            reason = f": {exc.reason}" if exc.reason else ""
-            info = self._redact(
-                f"Retry: the handler requested a retry after attempt {job.attempt}{reason}"
-            )
-            return self.failed(job, job_type, bound_text(info), "Retry", delay_s=exc.delay_s)
-        except Discard as exc:
-            reason = exc.reason or "(no reason given)"
-            info = self._redact(
-                f"Discarded: the handler discarded the job at attempt {job.attempt}: {reason}"
-            )
-            return self.failed(job, job_type, bound_text(info), "Discard", final=True)
         except Exception as exc:
+            control = _control(exc)
+            if control is not None:
+                return self._decided(job, job_type, control)
             return self._raised(job, job_type, exc)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -163,6 +151,24 @@ class Executor:
             return self.failed(job, job_type, info, "TimeoutError")
         return Outcome(job, Verdict.COMPLETE)
 
+    def _decided(
+        self, job: ClaimedJob, job_type: JobType[Message], control: Snooze | Retry | Discard
+    ) -> Outcome:
+        """The handler raised Snooze, Retry or Discard."""
+        if isinstance(control, Snooze):
+            log.info("snooze: job %d (%s) for %g s", job.id, job.job_type, control.delay_s)
+            return Outcome(job, Verdict.SNOOZE, delay_s=control.delay_s)
+        reason = self._redact(control.reason)
+        if isinstance(control, Retry):
+            info = f"Retry: the handler requested a retry after attempt {job.attempt}"
+            info += f": {reason}" if reason else ""
+            return self.failed(job, job_type, bound_text(info), "Retry", delay_s=control.delay_s)
+        info = (
+            f"Discarded: the handler discarded the job at attempt {job.attempt}: "
+            f"{reason or '(no reason given)'}"
+        )
+        return self.failed(job, job_type, bound_text(info), "Discard", final=True)
+
     def _raised(
         self,
         job: ClaimedJob,
@@ -173,7 +179,11 @@ class Executor:
     ) -> Outcome:
         """The handler raised ``exc``: a failed attempt, final if ``discard_on`` names it."""
         info = format_failure(exc, redact=self._redact)
-        final = isinstance(exc, job_type.discard_on)
+        final = bool(job_type.discard_on) and (
+            isinstance(exc, job_type.discard_on)
+            # A task group's exceptions, every one of them of the types named.
+            or (isinstance(exc, BaseExceptionGroup) and exc.split(job_type.discard_on)[1] is None)
+        )
         if final:
             info = bound_text(
                 f"Discarded: {type(exc).__name__} is in this job type's discard_on; not "
@@ -236,3 +246,11 @@ class Executor:
                     f"{self._redact(str(exc))}; the default backoff applied]"
                 )
         return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=info, final=final)
+
+
+def _control(exc: BaseException) -> Snooze | Retry | Discard | None:
+    """The handler's verdict in ``exc``: raised itself, or alone in an exception group (a
+    task group wraps what its tasks raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, (Snooze, Retry, Discard)) else None

@@ -472,8 +472,12 @@ class Worker:
             del self._latest[job.id]
         reason = entry.cancel_reason
         if reason == SHUTDOWN:
-            # Handed back uncounted, unless the handler finished all the same.
-            if outcome is None or outcome.verdict is not Verdict.COMPLETE:
+            # Handed back uncounted, unless the handler finished all the same, or decided
+            # the job's end itself (Discard, discard_on).
+            if outcome is None or not (
+                outcome.verdict is Verdict.COMPLETE
+                or (outcome.verdict is Verdict.FAIL and outcome.final)
+            ):
                 outcome = Outcome(job, Verdict.RELEASE)
         elif reason is not None:
             outcome = None  # the row is another attempt's, or cancelled: write nothing
@@ -541,6 +545,10 @@ class Worker:
     def _persisted(self, counts: dict[str, int]) -> None:
         for key, value in counts.items():
             self._counts[key] += value
+        if any(counts.get(key) for key in ("error", "failed", "snoozed", "released")):
+            # Written apart from a claim: a job due again now, or a place under a fleet-wide
+            # limit freed, that the claim made when the attempt ended could not see yet.
+            self._scheduler.wake()
         self._signal_change()
 
     def _rescued(self, rescued: dict[int, str]) -> None:

@@ -219,3 +219,42 @@ async def test_drain_waits_out_a_rate_window_rather_than_stop_with_jobs_due(
     # 3, then 3 more once the first three leave the window, then the last one.
     assert starts[6] - starts[0] >= 1.0 - 0.05
     assert starts[3] - starts[0] >= 0.5 - 0.05
+
+
+async def test_a_place_freed_by_a_failure_is_taken_at_once_not_at_the_next_poll(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """A failed attempt is written apart from the claims; the worker claims again once it
+    is written, so the next job of a type limited to 1 starts at once, not after
+    poll_interval_s (here 30 s)."""
+
+    @app.job(payload=Task, global_concurrency=1)
+    async def discarded(payload: Task) -> None:
+        raise aqueue.Discard("no")
+
+    await app.enqueue_many(discarded, [Task()] * 5)
+    async with app.worker(poll_interval_s=30) as worker:
+        with anyio.fail_after(10):
+            await worker.wait_until(lambda s: s.failed == 5)
+
+
+async def test_ten_thousand_unique_keys_in_one_call(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    ids = await app.enqueue_many(
+        "keyed",
+        [Task(n=i) for i in range(10_000)],
+        unique_keys=[f"k{i % 5000}" for i in range(10_000)],
+    )
+    assert len(set(ids)) == 5000
+    assert [i.duplicate for i in ids[:5000]] == [False] * 5000
+    assert all(i.duplicate for i in ids[5000:])
+    assert ids[5000:] == ids[:5000]
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.background_jobs") == 5000
+
+
+def test_a_bad_queue_size_names_where_it_came_from() -> None:
+    with pytest.raises(aqueue.ConfigurationError, match=r"^AQUEUE_QUEUES: queue 'mail'"):
+        WorkerSettings.resolve({}, {"AQUEUE_QUEUES": "default,mail=x", "AQUEUE_LEASE_S": "30"})
+    with pytest.raises(aqueue.ConfigurationError, match=r"^queues: queue 'mail'"):
+        WorkerSettings.resolve({"queues": {"mail": 0}})

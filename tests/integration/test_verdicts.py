@@ -7,6 +7,7 @@ import datetime as dt
 
 import anyio
 import asyncpg
+import pytest
 
 import aqueue
 from tests.integration.test_worker import state_of
@@ -216,3 +217,63 @@ async def test_discard_on_makes_those_exceptions_and_subclasses_final(
     assert "BadInput is in this job type's discard_on" in row["failure_info"]
     assert "bad n 7" in row["failure_info"]  # the traceback follows
     assert (await state_of(pg, schema, transient))["state"] == "error"
+
+
+async def test_verdicts_raised_inside_a_task_group_are_heard(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """A task group wraps what its tasks raise in an ExceptionGroup: a lone Snooze or
+    Discard in it still decides, and discard_on matches a group of its types only."""
+    runs: dict[int, int] = {}
+
+    async def raise_(exc: BaseException) -> None:
+        raise exc
+
+    @app.job(payload=Task, discard_on=[LookupError], max_tries=3)
+    async def grouped(payload: Task) -> None:
+        runs[payload.n] = runs.get(payload.n, 0) + 1
+        verdicts: dict[int, BaseException] = {
+            1: aqueue.Snooze(0),
+            2: aqueue.Discard("from a task"),
+            3: KeyError("a LookupError"),
+            4: RuntimeError("not one"),
+        }
+        if payload.n == 1 and runs[1] > 1:
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(raise_, verdicts[payload.n])
+
+    ids = await app.enqueue_many(grouped, [Task(n=n) for n in (1, 2, 3, 4)])
+    with anyio.fail_after(20):
+        await app.drain()
+    states = [(await state_of(pg, schema, i))["state"] for i in ids]
+    assert states == ["completed", "failed", "failed", "error"]
+    assert (await state_of(pg, schema, ids[0]))["try_count"] == 1  # the snooze did not count
+    assert "from a task" in (await state_of(pg, schema, ids[1]))["failure_info"]
+
+
+async def test_delays_beyond_ten_years_are_refused_and_nothing_is_stuck(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def far(payload: Task) -> None:
+        raise aqueue.Snooze(dt.timedelta(days=5000))
+
+    @app.job(payload=Task, backoff=lambda attempt: 1e13)
+    async def far_backoff(payload: Task) -> None:
+        raise RuntimeError("no")
+
+    snoozer = await app.enqueue(far, Task())
+    backer = await app.enqueue(far_backoff, Task())
+    with anyio.fail_after(20):
+        assert await app.drain() == 2
+    row = await state_of(pg, schema, snoozer)
+    assert row["state"] == "error"  # the Snooze raised ValueError: a failed attempt
+    assert "at most ten years" in row["failure_info"]
+    row = await state_of(pg, schema, backer)
+    assert row["state"] == "error"
+    assert row["due_in_s"] < 40  # the default backoff
+    with pytest.raises(ValueError, match="at most ten years"):
+        await app.enqueue(far, Task(), delay=dt.timedelta(days=4000))
+    with pytest.raises(ValueError, match="at most ten years"):
+        aqueue.Backoff(max_s=1e12)

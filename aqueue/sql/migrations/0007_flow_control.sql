@@ -37,9 +37,9 @@ CREATE TABLE {schema}.unique_keys (
 -- two claimers never both take the last place. The limits themselves travel with each claim
 -- (the claiming worker's @app.job options). starts: the start times of the
 -- type's attempts inside the latest rate window, for the sliding-window rate limit. A start
--- is the claim's now() (its jobs' claimed_at), and the window counts every recorded start
--- later than now() - period, those of claims that began after this one included: so no
--- window of period_s, anywhere on that clock, holds more than count starts.
+-- is the claim's clock_timestamp() read once it holds its rows' locks (its jobs'
+-- claimed_at), which grows from one holder of a row to the next: so no window of period_s
+-- on that clock holds more than count starts of the type.
 CREATE TABLE {schema}.job_limits (
     job_type text PRIMARY KEY,
     starts timestamptz[] NOT NULL DEFAULT '{}'
@@ -60,83 +60,93 @@ LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
 DECLARE
-    n int := cardinality(payloads);
-    ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-    dup boolean[] := array_fill(false, ARRAY[n]);
-    new_ids bigint[] := '{}';
-    new_payloads bytea[] := '{}';
-    new_keys text[] := '{}';
-    lane_no int;
-    first_seq bigint;
+    res_keys text[] := '{}';
+    res_ids bigint[] := '{}';
+    res_dup boolean[] := '{}';
+    ids bigint[];
+    dup boolean[];
     k text;
     holder bigint;
     fresh bigint;
-    earlier int;
+    taken boolean;
+    lane_no int;
+    first_seq bigint;
 BEGIN
-    FOR i IN 1..n LOOP
-        k := keys[i];
-        IF k IS NOT NULL THEN
-            earlier := array_position(keys[1:i - 1], k);
-            IF earlier IS NOT NULL THEN
-                ids[i] := ids[earlier];
-                dup[i] := true;
-                CONTINUE;
-            END IF;
-        END IF;
+    -- Each distinct key once, in sorted order: two calls with the same keys in other orders
+    -- take them in the same order, so neither waits on the other's uncommitted row while
+    -- holding one the other waits for.
+    FOR k IN SELECT DISTINCT x FROM unnest(keys) AS x WHERE x IS NOT NULL ORDER BY x LOOP
         fresh := nextval('{schema}.job_id_seq');
-        IF k IS NOT NULL THEN
-            LOOP
-                INSERT INTO {schema}.unique_keys AS u (job_type, key, job_id)
-                VALUES (enqueue_unique.job_type, k, fresh)
-                ON CONFLICT DO NOTHING;
-                EXIT WHEN FOUND;
-                SELECT u.job_id INTO holder FROM {schema}.unique_keys AS u
-                WHERE u.job_type = enqueue_unique.job_type AND u.key = k;
-                CONTINUE WHEN NOT FOUND;  -- freed meanwhile: try the insert again
-                IF EXISTS (SELECT FROM {schema}.jobs_ready AS r WHERE r.id = holder)
-                   OR EXISTS (SELECT FROM {schema}.jobs_delayed AS d WHERE d.id = holder)
-                   OR EXISTS (SELECT FROM {schema}.jobs_running AS r WHERE r.id = holder) THEN
-                    ids[i] := holder;
-                    dup[i] := true;
-                    EXIT;
-                END IF;
-                -- Held by a job that ended without freeing it: take it over.
-                UPDATE {schema}.unique_keys AS u SET job_id = fresh
-                WHERE u.job_type = enqueue_unique.job_type AND u.key = k AND u.job_id = holder;
-                EXIT WHEN FOUND;
-            END LOOP;
-            CONTINUE WHEN dup[i];
-        END IF;
-        ids[i] := fresh;
-        new_ids := new_ids || fresh;
-        new_payloads := new_payloads || payloads[i];
-        new_keys := new_keys || k;
+        LOOP
+            INSERT INTO {schema}.unique_keys AS u (job_type, key, job_id)
+            VALUES (enqueue_unique.job_type, k, fresh)
+            ON CONFLICT DO NOTHING;
+            IF FOUND THEN
+                holder := fresh;
+                taken := false;
+                EXIT;
+            END IF;
+            SELECT u.job_id INTO holder FROM {schema}.unique_keys AS u
+            WHERE u.job_type = enqueue_unique.job_type AND u.key = k;
+            CONTINUE WHEN NOT FOUND;  -- freed meanwhile: try the insert again
+            IF EXISTS (SELECT FROM {schema}.jobs_ready AS r WHERE r.id = holder)
+               OR EXISTS (SELECT FROM {schema}.jobs_delayed AS d WHERE d.id = holder)
+               OR EXISTS (SELECT FROM {schema}.jobs_running AS r WHERE r.id = holder) THEN
+                taken := true;
+                EXIT;
+            END IF;
+            -- Held by a job that ended without freeing it: take it over.
+            UPDATE {schema}.unique_keys AS u SET job_id = fresh
+            WHERE u.job_type = enqueue_unique.job_type AND u.key = k AND u.job_id = holder;
+            IF FOUND THEN
+                holder := fresh;
+                taken := false;
+                EXIT;
+            END IF;
+        END LOOP;
+        res_keys := res_keys || k;
+        res_ids := res_ids || holder;
+        res_dup := res_dup || taken;
     END LOOP;
-    IF cardinality(new_ids) = 0 THEN
-        -- every one a duplicate
-    ELSIF due <= now() THEN
-        -- As enqueue() (migration 0006), with the keys.
-        lane_no := {schema}.lane(enqueue_unique.job_type, enqueue_unique.queue,
-                                 enqueue_unique.priority);
-        WITH added AS (
-            INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
-                next_attempt_after, try_count, max_tries, priority, payload, lane_id,
-                unique_key)
-            SELECT j.id, enqueue_unique.job_type, enqueue_unique.queue, 'pending', now(), due,
-                   0, enqueue_unique.max_tries, enqueue_unique.priority, j.payload, lane_no,
-                   j.key
-            FROM unnest(new_ids, new_payloads, new_keys) WITH ORDINALITY AS j(id, payload, key, n)
-            ORDER BY j.n
-            RETURNING jobs_ready.seq
-        )
-        SELECT min(added.seq) INTO first_seq FROM added;
-        PERFORM pg_notify('{channel}', enqueue_unique.queue || ' ' || lane_no || ' ' || first_seq);
-    ELSE
-        INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued,
-            next_attempt_after, try_count, max_tries, priority, payload, unique_key)
-        SELECT j.id, enqueue_unique.job_type, enqueue_unique.queue, 'pending', now(), due, 0,
-               enqueue_unique.max_tries, enqueue_unique.priority, j.payload, j.key
-        FROM unnest(new_ids, new_payloads, new_keys) AS j(id, payload, key);
+    -- Per payload: its key's job (a duplicate unless it is the key's first payload and the
+    -- key was free), or a new id when it has no key.
+    SELECT array_agg(CASE WHEN p.key IS NULL THEN nextval('{schema}.job_id_seq') ELSE r.id END
+                     ORDER BY p.n),
+           array_agg(CASE WHEN p.key IS NULL THEN false ELSE r.dup OR p.n > p.first END
+                     ORDER BY p.n)
+    INTO ids, dup
+    FROM (SELECT u.key, u.n, min(u.n) OVER (PARTITION BY u.key) AS first
+          FROM unnest(keys) WITH ORDINALITY AS u(key, n)) AS p
+    LEFT JOIN unnest(res_keys, res_ids, res_dup) AS r(key, id, dup) ON r.key = p.key;
+    IF NOT true = ALL(dup) THEN
+        IF due <= now() THEN
+            -- As enqueue() (migration 0006), with the keys.
+            lane_no := {schema}.lane(enqueue_unique.job_type, enqueue_unique.queue,
+                                     enqueue_unique.priority);
+            WITH added AS (
+                INSERT INTO {schema}.jobs_ready (id, job_type, queue, state, queued,
+                    next_attempt_after, try_count, max_tries, priority, payload, lane_id,
+                    unique_key)
+                SELECT j.id, enqueue_unique.job_type, enqueue_unique.queue, 'pending', now(),
+                       due, 0, enqueue_unique.max_tries, enqueue_unique.priority, j.payload,
+                       lane_no, j.key
+                FROM unnest(ids, dup, payloads, keys) WITH ORDINALITY
+                     AS j(id, dup, payload, key, n)
+                WHERE NOT j.dup
+                ORDER BY j.n
+                RETURNING jobs_ready.seq
+            )
+            SELECT min(added.seq) INTO first_seq FROM added;
+            PERFORM pg_notify('{channel}',
+                              enqueue_unique.queue || ' ' || lane_no || ' ' || first_seq);
+        ELSE
+            INSERT INTO {schema}.jobs_delayed (id, job_type, queue, state, queued,
+                next_attempt_after, try_count, max_tries, priority, payload, unique_key)
+            SELECT j.id, enqueue_unique.job_type, enqueue_unique.queue, 'pending', now(),
+                   due, 0, enqueue_unique.max_tries, enqueue_unique.priority, j.payload, j.key
+            FROM unnest(ids, dup, payloads, keys) AS j(id, dup, payload, key)
+            WHERE NOT j.dup;
+        END IF;
     END IF;
     RETURN QUERY SELECT u.id, u.duplicate FROM unnest(ids, dup) AS u(id, duplicate);
 END
@@ -315,6 +325,9 @@ DECLARE
     cand_prios int[];
     allow_types text[] := '{}';
     allow_n int[] := '{}';
+    locked_types text[] := '{}';
+    claim_ts timestamptz;
+    held_back boolean := false;
     got int;
     locked_out boolean := false;
     rate_wait float8;
@@ -403,44 +416,67 @@ BEGIN
 
     -- Fleet-wide limits of the limited types among the picked candidates (a limited type
     -- none of whose candidates made the pick is not locked: it would not be claimed now).
+    -- First the types' job_limits rows are locked, in name order (two claimers never wait
+    -- on each other in opposite orders); a row another claimer holds leaves its type out.
+    -- A missing row is created only when a plain read finds none: an INSERT ... ON CONFLICT
+    -- would wait for a holder that has updated the row.
     IF limited THEN
         FOREACH t IN ARRAY ARRAY(SELECT DISTINCT c.job_type
                                  FROM unnest(cand_ids, cand_types) AS c(id, job_type)
-                                 WHERE c.job_type = ANY(limit_types) AND c.id = ANY(picked)) LOOP
-            li := array_position(limit_types, t);
-            SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
-            WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
-            IF NOT FOUND THEN
+                                 WHERE c.job_type = ANY(limit_types) AND c.id = ANY(picked)
+                                 ORDER BY 1) LOOP
+            PERFORM FROM {schema}.job_limits AS jl WHERE jl.job_type = t
+            FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND AND NOT EXISTS (SELECT FROM {schema}.job_limits AS jl
+                                         WHERE jl.job_type = t) THEN
                 INSERT INTO {schema}.job_limits (job_type) VALUES (t) ON CONFLICT DO NOTHING;
-                SELECT jl.starts INTO recent FROM {schema}.job_limits AS jl
-                WHERE jl.job_type = t FOR UPDATE SKIP LOCKED;
+                PERFORM FROM {schema}.job_limits AS jl WHERE jl.job_type = t
+                FOR UPDATE SKIP LOCKED;
             END IF;
-            IF NOT FOUND THEN
-                allowance := 0;  -- another claimer is starting this type now: look again soon
-                locked_out := true;
+            IF FOUND THEN
+                locked_types := locked_types || t;
             ELSE
-                allowance := 2147483647;
-                IF limit_concurrency[li] IS NOT NULL THEN
-                    allowance := limit_concurrency[li] - (
-                        SELECT count(*) FROM {schema}.jobs_running AS r
-                        WHERE r.job_type = t AND r.limited);
+                allow_types := allow_types || t;  -- another claimer is starting it now
+                allow_n := allow_n || 0;
+                locked_out := true;
+            END IF;
+        END LOOP;
+        -- The claim's clock for its limited types, read once every lock is held: the
+        -- previous holder of each row read its own before committing, so per type these
+        -- times only grow. The rate windows count by it, the starts are recorded at it,
+        -- and it is the claimed_at of the attempts started.
+        IF cardinality(locked_types) > 0 THEN
+            claim_ts := clock_timestamp();
+        END IF;
+        FOREACH t IN ARRAY locked_types LOOP
+            li := array_position(limit_types, t);
+            allowance := 2147483647;
+            IF limit_concurrency[li] IS NOT NULL THEN
+                allowance := limit_concurrency[li] - (
+                    SELECT count(*) FROM {schema}.jobs_running AS r
+                    WHERE r.job_type = t AND r.limited);
+            END IF;
+            IF limit_counts[li] IS NOT NULL THEN
+                recent := ARRAY(SELECT s FROM {schema}.job_limits AS jl, unnest(jl.starts) AS s
+                                WHERE jl.job_type = t
+                                  AND s > claim_ts - make_interval(secs => limit_periods[li])
+                                ORDER BY s);
+                IF cardinality(recent) >= limit_counts[li] THEN
+                    -- Full: the next place frees when the window passes its oldest start
+                    -- that keeps it full.
+                    rate_wait := least(rate_wait, extract(epoch FROM
+                        recent[cardinality(recent) - limit_counts[li] + 1]
+                        + make_interval(secs => limit_periods[li]) - claim_ts));
                 END IF;
-                IF limit_counts[li] IS NOT NULL THEN
-                    recent := ARRAY(SELECT s FROM unnest(recent) AS s
-                                    WHERE s > now() - make_interval(secs => limit_periods[li])
-                                    ORDER BY s);
-                    IF cardinality(recent) >= limit_counts[li] THEN
-                        -- Full: the next place frees when the window passes its oldest start
-                        -- that keeps it full.
-                        rate_wait := least(rate_wait, extract(epoch FROM
-                            recent[cardinality(recent) - limit_counts[li] + 1]
-                            + make_interval(secs => limit_periods[li]) - now()));
-                    END IF;
-                    allowance := least(allowance, limit_counts[li] - cardinality(recent));
-                END IF;
+                allowance := least(allowance, limit_counts[li] - cardinality(recent));
+            END IF;
+            allowance := greatest(allowance, 0);
+            -- Candidates of the type beyond its allowance wait: a drain must wait for them.
+            IF allowance < (SELECT count(*) FROM unnest(cand_types) AS ct WHERE ct = t) THEN
+                held_back := true;
             END IF;
             allow_types := allow_types || t;
-            allow_n := allow_n || greatest(allowance, 0);
+            allow_n := allow_n || allowance;
         END LOOP;
     END IF;
 
@@ -491,8 +527,9 @@ BEGIN
             try_count, max_tries, priority, payload, failure_info, worker_id, claim_no,
             claimed_at, snoozes, unique_key, limited)
         SELECT g.id, g.job_type, g.queue, g.queued, g.next_attempt_after, g.try_count + 1,
-               g.max_tries, g.priority, g.payload, g.failure_info, w, claim_no, now(),
-               g.snoozes, g.unique_key, limited AND g.job_type = ANY(limit_types)
+               g.max_tries, g.priority, g.payload, g.failure_info, w, claim_no,
+               coalesce(claim_ts, now()), g.snoozes, g.unique_key,
+               limited AND g.job_type = ANY(limit_types)
         FROM gone AS g
         RETURNING jobs_running.*
     )
@@ -511,9 +548,9 @@ BEGIN
                           WHERE c.job_type = t AND c.id = ANY(taken));
             UPDATE {schema}.job_limits AS jl
             SET starts = ARRAY(SELECT s FROM unnest(jl.starts) AS s
-                               WHERE s > now() - make_interval(secs => limit_periods[li])
+                               WHERE s > claim_ts - make_interval(secs => limit_periods[li])
                                UNION ALL
-                               SELECT now() FROM generate_series(1, started_n))
+                               SELECT claim_ts FROM generate_series(1, started_n))
             WHERE jl.job_type = t AND started_n > 0;
         END LOOP;
     END IF;
@@ -545,10 +582,10 @@ BEGIN
 
     RETURN QUERY
     -- The summary: lane_id is 1 when due jobs were held back (locked by another claimer,
-    -- or their type's rate window full), so a drain waits for them rather than stop.
+    -- or beyond their type's limits), so a drain waits for them rather than stop.
     SELECT 's'::"char", NULL::bigint, NULL, NULL, NULL::int, NULL::timestamptz, promoted,
            NULL::int, NULL::bytea,
-           CASE WHEN locked_out OR rate_wait IS NOT NULL THEN 1 END,
+           CASE WHEN locked_out OR held_back OR rate_wait IS NOT NULL THEN 1 END,
            (extract(epoch FROM now()) * 1e6)::bigint,
            CASE
                WHEN locked_out THEN 0::float8

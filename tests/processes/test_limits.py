@@ -253,3 +253,33 @@ async def test_unique_keys_hold_across_enqueuing_processes(
     assert all(r == ids[0] for r in ids)
     assert sum(1 for r in results for _, dup in r if not dup) == 50
     assert await pg.fetchval(f"SELECT count(*) FROM {schema}.background_jobs") == 50
+
+
+async def test_global_concurrency_is_shared_across_processes_of_one_slot_each(
+    dsn: str, app: aqueue.App, pg: asyncpg.Connection, schema: str, spans: None, tmp_path: Path
+) -> None:
+    """Four processes of one slot each, a type limited to 3: the places are held by
+    different processes at once (the limit is the fleet's, not one worker's), never more
+    than 3 together."""
+    workers = [
+        WorkerProcess(
+            tmp_path / f"single-{i}.log",
+            {"AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema},
+            *("--concurrency", "1", "--poll-interval-s", "0.1"),
+        )
+        for i in range(4)
+    ]
+    try:
+        for worker in workers:
+            await worker.wait_started()
+        await app.enqueue_many(apps.limited, [Task(n=i, sleep_s=0.05) for i in range(60)])
+        await eventually(
+            completed(pg, schema, "limited"), lambda n: n == 60, timeout_s=60, interval_s=0.1
+        )
+    finally:
+        for worker in workers:
+            worker.kill()
+    rows = await pg.fetch(f"SELECT started, ended, pid FROM {schema}.spans")
+    assert len(rows) == 60
+    assert most_at_once([(r["started"], r["ended"]) for r in rows]) == 3
+    assert len({r["pid"] for r in rows}) >= 3

@@ -3,6 +3,7 @@ enforced by the claim, atomically, however many workers claim at the same instan
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import AsyncIterator, Callable
@@ -24,19 +25,19 @@ async def spans(app: aqueue.App, pg: asyncpg.Connection, schema: str) -> None:
     await pg.execute(apps.SPANS_DDL.replace(f"{apps.SCHEMA}.", f"{schema}."))
 
 
-@pytest.fixture
-async def four_workers(dsn: str, schema: str, tmp_path: Path) -> AsyncIterator[list[WorkerProcess]]:
+@contextlib.asynccontextmanager
+async def worker_processes(
+    dsn: str, schema: str, folder: Path, count: int, *args: str
+) -> AsyncIterator[list[WorkerProcess]]:
+    """``count`` worker processes started with ``args`` (their logs in ``folder``), killed
+    on the way out."""
     workers = [
         WorkerProcess(
-            tmp_path / f"worker-{i}.log",
+            folder / f"worker-{i}.log",
             {"AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema},
-            "--concurrency",
-            "16",
-            # Workers the limit holds off look again often: every claim competes.
-            "--poll-interval-s",
-            "0.1",
+            *args,
         )
-        for i in range(4)
+        for i in range(count)
     ]
     try:
         for worker in workers:
@@ -45,6 +46,14 @@ async def four_workers(dsn: str, schema: str, tmp_path: Path) -> AsyncIterator[l
     finally:
         for worker in workers:
             worker.kill()
+
+
+@pytest.fixture
+async def four_workers(dsn: str, schema: str, tmp_path: Path) -> AsyncIterator[list[WorkerProcess]]:
+    # Workers the limit holds off look again often: every claim competes.
+    args = ("--concurrency", "16", "--poll-interval-s", "0.1")
+    async with worker_processes(dsn, schema, tmp_path, 4, *args) as workers:
+        yield workers
 
 
 def completed(pg: asyncpg.Connection, schema: str, job_type: str) -> Callable[[], object]:
@@ -127,17 +136,8 @@ async def test_sized_queues_hold_in_each_worker_process(
 ) -> None:
     """Two processes with ``--queue slow=2 --queue fast=1``: in each, at most 2 jobs of slow
     and 1 of fast at once, and fast runs beside a full slow."""
-    workers = [
-        WorkerProcess(
-            tmp_path / f"sized-{i}.log",
-            {"AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema},
-            *("--queue", "slow=2", "--queue", "fast=1"),
-        )
-        for i in range(2)
-    ]
-    try:
-        for worker in workers:
-            await worker.wait_started()
+    args = ("--queue", "slow=2", "--queue", "fast=1")
+    async with worker_processes(dsn, schema, tmp_path, 2, *args) as workers:
         assert "queues slow=2, fast=1" in workers[0].output()
         await app.enqueue_many(apps.sized, [Task(n=i, sleep_s=0.3) for i in range(12)])
         await app.enqueue_many(
@@ -146,9 +146,6 @@ async def test_sized_queues_hold_in_each_worker_process(
         await eventually(
             completed(pg, schema, "sized"), lambda n: n == 22, timeout_s=60, interval_s=0.1
         )
-    finally:
-        for worker in workers:
-            worker.kill()
     rows = await pg.fetch(
         f"SELECT s.pid, j.queue, s.started, s.ended FROM {schema}.spans AS s "
         f"JOIN {schema}.background_jobs AS j ON j.id = s.job_id"
@@ -261,24 +258,12 @@ async def test_global_concurrency_is_shared_across_processes_of_one_slot_each(
     """Four processes of one slot each, a type limited to 3: the places are held by
     different processes at once (the limit is the fleet's, not one worker's), never more
     than 3 together."""
-    workers = [
-        WorkerProcess(
-            tmp_path / f"single-{i}.log",
-            {"AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema},
-            *("--concurrency", "1", "--poll-interval-s", "0.1"),
-        )
-        for i in range(4)
-    ]
-    try:
-        for worker in workers:
-            await worker.wait_started()
+    args = ("--concurrency", "1", "--poll-interval-s", "0.1")
+    async with worker_processes(dsn, schema, tmp_path, 4, *args):
         await app.enqueue_many(apps.limited, [Task(n=i, sleep_s=0.05) for i in range(60)])
         await eventually(
             completed(pg, schema, "limited"), lambda n: n == 60, timeout_s=60, interval_s=0.1
         )
-    finally:
-        for worker in workers:
-            worker.kill()
     rows = await pg.fetch(f"SELECT started, ended, pid FROM {schema}.spans")
     assert len(rows) == 60
     assert most_at_once([(r["started"], r["ended"]) for r in rows]) == 3

@@ -51,35 +51,28 @@ class Claimer:
         self.claim_no = 0
         self.worker_id = f"bench-{job_type}"
 
-    def args(self, free: int, ids: list[int], attempts: list[int]) -> tuple[Any, ...]:
+    def _request(self, free: int, ids: list[int], cursors: dict[int, int]) -> dict[str, Any]:
+        """The arguments Store.claim and Store.claim_args share, for the next claim."""
         self.claim_no += 1
-        return self.store.claim_args(
-            free,
-            [self.job_type],
-            None,
-            self.worker_id,
-            LEASE_S,
-            ids,
-            attempts,
-            claim_no=self.claim_no,
-            cursors=self.cursors.positions(),
-            limits=self.limits,
-        )
+        return {
+            "free": free,
+            "job_types": [self.job_type],
+            "queues": None,
+            "worker_id": self.worker_id,
+            "lease_s": LEASE_S,
+            "complete_ids": ids,
+            "claim_no": self.claim_no,
+            "cursors": cursors,
+            "limits": self.limits,
+        }
+
+    def args(self, free: int, ids: list[int], attempts: list[int]) -> tuple[Any, ...]:
+        request = self._request(free, ids, self.cursors.positions())
+        return self.store.claim_args(**request, complete_attempts=attempts)
 
     async def claim(self, free: int, ids: list[int], attempts: list[int]) -> list[Any]:
-        claim = await self.store.claim(
-            free,
-            [self.job_type],
-            None,
-            self.worker_id,
-            LEASE_S,
-            ids,
-            attempts,
-            claim_no=self.claim_no + 1,
-            cursors=self.cursors.claim_sent(),
-            limits=self.limits,
-        )
-        self.claim_no += 1
+        request = self._request(free, ids, self.cursors.claim_sent())
+        claim = await self.store.claim(**request, complete_attempts=attempts)
         self.cursors.claim_done(claim.cursors)
         return claim.jobs
 

@@ -173,5 +173,5 @@ async def test_flow(fresh_db: str) -> None:
     # 5 a second: the 10 mails (and the discarded attempt, and the retried first try)
     # cannot all start within the first second.
     assert max(mailed) - min(mailed) >= 1.0
-    assert "completed 10, failed 1, retried 1, snoozed 1" in out
+    assert "completed 11, failed 1, retried 1, snoozed 1" in out  # the sync and 10 mails
     assert "raised ValueError; discarded" in done.stderr  # its final failure, logged

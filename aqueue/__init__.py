@@ -29,10 +29,14 @@ from .errors import (
     ConfigurationError,
     DatabaseError,
     EmbeddedUnavailableError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
     PayloadError,
     SchemaError,
 )
 from .jobs import JobId, JobInfo, JobState, current_job
+from .periodic import PeriodicEntry
 from .registry import JobDeclaration, JobType, declare
 
 if _TYPE_CHECKING:
@@ -47,12 +51,16 @@ __all__ = [
     "DatabaseError",
     "Discard",
     "EmbeddedUnavailableError",
+    "JobCancelled",
     "JobDeclaration",
+    "JobFailed",
     "JobId",
     "JobInfo",
+    "JobNotFound",
     "JobState",
     "JobType",
     "PayloadError",
+    "PeriodicEntry",
     "RateLimit",
     "Retry",
     "SchemaError",

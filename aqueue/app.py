@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from google.protobuf.message import Message
 
-from ._enqueue import new_jobs
+from ._enqueue import _check_payload, new_jobs
+from ._inspect import Introspection
 from ._runtime.worker import Worker, WorkerStatistics
 from ._store import sql
 from ._store.dsn import asyncpg_dsn, redact_dsn, sqlalchemy_url
@@ -33,8 +34,18 @@ from .config import (
     validate_schema,
 )
 from .control import RateLimit
-from .errors import MIGRATE_HINT, AppClosedError, ConfigurationError, SchemaError
+from .errors import (
+    MIGRATE_HINT,
+    AppClosedError,
+    ConfigurationError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    SchemaError,
+)
+from .hooks import HookDecorators
 from .jobs import JobId
+from .periodic import PeriodicEntry
 from .registry import JobDeclaration, JobType, Registry
 
 if TYPE_CHECKING:
@@ -51,7 +62,7 @@ M = TypeVar("M", bound=Message)
 APPLICATION_NAME = "aqueue"
 
 
-class App:
+class App(HookDecorators, Introspection):
     """An aqueue application: job types, and the database they are queued in.
 
     ``App(dsn=None, *, schema="aqueue", engine=None, home=None, max_payload_bytes=1 MiB,
@@ -111,6 +122,7 @@ class App:
         # and waits for those events.
         self._workers: dict[Worker, anyio.Event] = {}
         self._closed = False
+        self._periodic: dict[str, PeriodicEntry] = {}
 
     # -- job types ------------------------------------------------------------------------
 
@@ -130,7 +142,8 @@ class App:
         discard_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         global_concurrency: int | None = None,
         rate_limit: RateLimit | None = None,
-    ) -> Callable[[Callable[[M], Awaitable[None]]], JobType[M]]:
+        result: type[Message] | None = None,
+    ) -> Callable[[Callable[[M], Awaitable[Any]]], JobType[M]]:
         """Register an ``async def handler(payload)`` as a job type::
 
             @app.job(payload=SendEmail, max_tries=3)
@@ -156,6 +169,10 @@ class App:
           once across every worker.
         - ``rate_limit``: an :class:`aqueue.RateLimit`: at most ``count`` attempts start in
           any ``period_s`` across every worker.
+
+        ``result``: a protobuf message class the handler returns; the returned message is
+        stored with the completed job, and :meth:`result` returns it decoded. Returning
+        ``None`` stores none; returning anything else fails the attempt.
 
         Or bind a handler to a declaration shared with producers (:func:`aqueue.declare`)::
 
@@ -201,7 +218,7 @@ class App:
             )
         job_payload = payload
 
-        def register(handler: Callable[[M], Awaitable[None]]) -> JobType[M]:
+        def register(handler: Callable[[M], Awaitable[Any]]) -> JobType[M]:
             return self.registry.register(
                 handler,
                 payload=job_payload,
@@ -215,9 +232,86 @@ class App:
                 discard_on=discard_on,  # type: ignore[arg-type]  # checked and made a tuple there
                 global_concurrency=global_concurrency,
                 rate_limit=rate_limit,
+                **({"result": result} if result is not None else {}),  # TEMP until H1
             )
 
         return register
+
+    def periodic(
+        self,
+        job: JobType[M] | None = None,
+        /,
+        *,
+        cron: str | None = None,
+        every: dt.timedelta | None = None,
+        payload: M | None = None,
+        tz: str | None = None,
+        name: str | None = None,
+        overlap: bool = False,
+    ) -> Any:
+        """Enqueue ``job`` on a schedule, once per tick across every worker::
+
+            app.periodic(send_report, cron="0 7 * * mon-fri", payload=Report(), tz="Europe/Berlin")
+            app.periodic(refresh, every=dt.timedelta(minutes=5), payload=Refresh())
+
+            @app.periodic(cron="*/15 * * * *")  # payload: the message built empty
+            @app.job(payload=Sweep)
+            async def sweep(payload: Sweep) -> None: ...
+
+        ``cron``: a five-field cron expression (``cronsim`` parses it: ``L``, ``W`` and
+        ``#`` too), in time zone ``tz`` (an IANA name; default UTC). Or ``every``: a
+        ``timedelta`` of at least a second; its ticks fall on whole multiples of it since
+        1970-01-01 UTC (``every=timedelta(hours=1)`` ticks on the hour).
+
+        One worker of the fleet, the leader, enqueues the jobs; the database takes each tick
+        of an entry once, whatever the number of workers. An entry seen for the first time
+        starts with its next tick. Ticks missed while no worker ran make one job (for the
+        latest), not one each. While the entry's previous job is still pending or running a
+        tick is skipped, unless ``overlap=True``. ``name`` (default: the job type's name)
+        keys the entry's row in the ``periodic`` table: give one to schedule a job type
+        twice. The job takes the job type's queue, priority and max_tries.
+
+        Returns the :class:`aqueue.PeriodicEntry` (the decorator form returns the job type).
+        Raises :class:`ConfigurationError` for a bad cron expression, time zone, interval or
+        a name already taken, :class:`PayloadError` for a payload of another type.
+        """
+
+        def add(job_type: JobType[M], message: M | None) -> PeriodicEntry:
+            if not isinstance(job_type, JobType):
+                raise TypeError(
+                    f"periodic needs what @app.job returned (a JobType), got {job_type!r}"
+                )
+            if self.registry.get(job_type.name) is not job_type:
+                raise ConfigurationError(
+                    f"periodic({job_type.name!r}): the job type is not registered in this app"
+                )
+            if message is None:
+                message = job_type.payload()
+            _check_payload(job_type.name, job_type, message)
+            entry = PeriodicEntry.make(
+                job_type,  # type: ignore[arg-type]  # any message type
+                message,
+                cron=cron,
+                every=every,
+                tz=tz,
+                name=name,
+                overlap=overlap,
+            )
+            if entry.name in self._periodic:
+                raise ConfigurationError(
+                    f"periodic entry {entry.name!r} exists already: pass name= to tell them apart"
+                )
+            self._periodic[entry.name] = entry
+            return entry
+
+        if job is not None:
+            return add(job, payload)
+
+        def decorate(job_type: JobType[M]) -> JobType[M]:
+            add(job_type, payload)
+            return job_type
+
+        return decorate
 
     # -- database -------------------------------------------------------------------------
 
@@ -401,6 +495,53 @@ class App:
             log.info("cancel: job %d cancelled (was %s)", job_id, was)
         return was is not None
 
+    async def result(self, job_id: int, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (the issue names it)
+        """Wait for job ``job_id`` to end and return its result: the message its handler
+        returned, decoded with the job type's ``result=`` class (when the job type is
+        registered in this app; else the raw bytes), or ``None`` for a type without
+        ``result=`` or a handler that returned ``None``.
+
+        Waits on LISTEN, not by polling: the statement that ends the job notifies this
+        call (which holds one pooled connection while it waits). Raises
+        :class:`aqueue.JobFailed` (its ``failure_info`` holds the text) when the job failed
+        for good, :class:`aqueue.JobCancelled` when it was cancelled,
+        :class:`aqueue.JobNotFound` when there is no such job (never enqueued, not
+        committed yet, or pruned by retention), ``TimeoutError`` when ``timeout`` seconds
+        pass first (the job is left alone), :class:`DatabaseError` when the database fails
+        meanwhile.
+        """
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise TypeError(f"job_id must be an int, got {job_id!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
+        store = await self._get_store()
+        with anyio.fail_after(timeout):
+            async with store.awaiting(job_id) as awaiting:
+                while True:
+                    awaiting.rearm()
+                    end = await store.job_end(job_id)
+                    if end is None:
+                        raise JobNotFound(job_id)
+                    state, job_type, raw, failure_info = end
+                    if state == "completed":
+                        return self._decode_result(job_type, raw)
+                    if state == "failed":
+                        raise JobFailed(job_id, failure_info)
+                    if state == "cancelled":
+                        raise JobCancelled(job_id)
+                    await awaiting.wait()
+
+    def _decode_result(self, job_type: str, raw: bytes | None) -> Any:
+        if raw is None:
+            return None
+        registered = self.registry.get(job_type)
+        message_class = None if registered is None else registered.result
+        if message_class is None:
+            return raw  # a type this app does not know: the bytes as stored
+        return message_class.FromString(raw)
+
     # -- workers --------------------------------------------------------------------------
 
     def _settings(self, concurrency: int | None, overrides: dict[str, Any]) -> WorkerSettings:
@@ -478,7 +619,7 @@ class App:
         self._check_registered()
         settings_ = self._settings(concurrency, settings)
         store = await self._checked_store("worker")
-        worker = Worker(store, self.registry, settings_)
+        worker = Worker(store, self.registry, settings_, periodic=list(self._periodic.values()))
         with self._running(worker), _single_error():
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)

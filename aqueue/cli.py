@@ -36,7 +36,8 @@ _SETTINGS = (
     (
         "--maintenance-interval-s",
         "maintenance_interval_s",
-        "seconds between rescues of expired leases (default 5)",
+        "seconds between the leader's rescues and retention, and the others' tries to lead "
+        "(default 5)",
     ),
     (
         "--shutdown-timeout-s",

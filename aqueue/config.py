@@ -74,7 +74,8 @@ class WorkerSettings:
     - ``heartbeat_s``: how often running jobs' leases are extended (default ``lease_s / 3``).
     - ``poll_interval_s``: the longest the scheduler sleeps without a notification (a safety
       net for a lost NOTIFY).
-    - ``maintenance_interval_s``: how often expired leases are rescued.
+    - ``maintenance_interval_s``: how often the fleet's leader rescues expired leases and
+      applies retention, and how often the other workers try to take leadership.
     - ``shutdown_timeout_s``: how long a stopping worker waits for running handlers before it
       cancels them and hands their jobs back to the queue.
     - ``cancel_grace_s``: how long a stopping worker waits for the handlers it cancelled to

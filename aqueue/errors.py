@@ -7,6 +7,9 @@
     │   └── EmbeddedUnavailableError           no DSN given and aqueue[embedded] not installed
     ├── PayloadError (also TypeError)          a payload of the wrong type, or too large, at enqueue
     ├── AppClosedError                         an App used after close()
+    ├── JobFailed                              App.result: the job failed for good
+    ├── JobCancelled                           App.result: the job was cancelled
+    ├── JobNotFound (also LookupError)         App.result: no such job (or pruned)
     └── DatabaseError                          the database refused or dropped a statement
         └── SchemaError                        the schema is not migrated (or is newer than aqueue)
 
@@ -24,6 +27,9 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "EmbeddedUnavailableError",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
     "PayloadError",
     "SchemaError",
 ]
@@ -57,6 +63,45 @@ class AppClosedError(AqueueError):
     """Raised when an :class:`aqueue.App` is used (enqueue, migrate, a worker, ...) after
     :meth:`aqueue.App.close`. A closed App never opens a new pool behind your back: make a
     new App instead."""
+
+
+class JobFailed(AqueueError):
+    """Raised by :meth:`aqueue.App.result` when the job ended ``failed``: out of tries, or
+    failed for good (``Discard``, ``discard_on``). ``job_id`` and ``failure_info`` (the text
+    stored with the job: the last attempt's traceback, or why it was failed) say more."""
+
+    def __init__(self, job_id: int, failure_info: str | None) -> None:
+        super().__init__(f"job {job_id} failed")
+        self.job_id = job_id
+        self.failure_info = failure_info or ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.job_id, self.failure_info)
+
+
+class JobCancelled(AqueueError):
+    """Raised by :meth:`aqueue.App.result` when the job was cancelled (:meth:`aqueue.App.cancel`)
+    before it completed. ``job_id`` names it."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.job_id,)
+
+
+class JobNotFound(AqueueError, LookupError):
+    """Raised by :meth:`aqueue.App.result` when no job has that id: never enqueued, enqueued
+    in a transaction that has not committed (or rolled back), or finished longer ago than
+    the retention keeps jobs. ``job_id`` names it."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"no job {job_id} (never enqueued, not committed, or pruned)")
+        self.job_id = job_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.job_id,)
 
 
 class DatabaseError(AqueueError):

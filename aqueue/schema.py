@@ -163,6 +163,10 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
             *columns,
             Column("finished_at", DateTime(timezone=True), nullable=False),
             Column("slot", SmallInteger, nullable=False),
+            # When the finishing attempt started (NULL: cancelled before it ran), and what
+            # the handler returned (a type declared with result=).
+            Column("started_at", DateTime(timezone=True), nullable=True),
+            Column("result", LargeBinary, nullable=True),
             CheckConstraint(check),
             postgresql_partition_by="LIST (slot)",
         )
@@ -185,6 +189,26 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         Column("slot", SmallInteger, nullable=False),
         Column("started_at", DateTime(timezone=True), nullable=False),
         Column("ended_at", ARRAY(DateTime(timezone=True)), nullable=False),
+    )
+    # Calls of App.result waiting for a job to end: ending it NOTIFYs them.
+    awaited = Table(
+        "awaited",
+        md,
+        Column("waiter_id", BigInteger, Identity(always=True), primary_key=True),
+        Column("job_id", BigInteger, nullable=False),
+        Column("since", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    Index("awaited_job_idx", awaited.c.job_id)
+    # Periodic entries: the latest tick each took (moved forward under the row's lock, so
+    # each tick is taken once fleet-wide) and the job it enqueued then.
+    Table(
+        "periodic",
+        md,
+        Column("name", Text, primary_key=True),
+        Column("job_type", Text, nullable=False),
+        Column("last_tick", DateTime(timezone=True), nullable=False),
+        Column("last_job_id", BigInteger, nullable=True),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
     Table(
         "aqueue_migrations",

@@ -213,7 +213,10 @@ class Completer:
         written: set[int] = set()
         if done:
             changed = await self._store.complete(
-                wid, [o.job.id for o in done], [o.job.attempt for o in done]
+                wid,
+                [o.job.id for o in done],
+                [o.job.attempt for o in done],
+                [getattr(o, "result", None) for o in done],  # TEMP,
             )
             counts["completed"] += len(changed)
             written |= changed

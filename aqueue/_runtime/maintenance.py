@@ -1,8 +1,11 @@
-"""Maintenance: rescues jobs whose lease expired. Every worker runs it; SKIP LOCKED keeps
-concurrent rescuers from blocking each other, and each job is rescued once.
+"""Maintenance: on the leader (see leader.py), rescues jobs whose lease expired, runs
+retention and, at most once a minute, warns when due jobs wait that no running worker
+serves; the other workers try to take leadership once per interval and do nothing else of
+it, so an idle fleet costs the database the same whatever its size. (SKIP LOCKED still keeps
+two rescuers from blocking each other, during a failover's overlap.)
 
-It also keeps the worker's row in ``workers`` (the job types and queues it serves) and, at
-most once a minute, warns when due jobs wait that no running worker serves."""
+Every worker keeps its own row in ``workers`` (the job types and queues it serves) and checks
+its own lane cursors (the look-behind)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from .._store.store import Store
 from ..config import FAILED_RETENTION_S_DEFAULT, RETENTION_S_DEFAULT
 from ..errors import DatabaseError
 from .cursors import Cursors
+from .leader import Leadership
 from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
@@ -32,6 +36,7 @@ UNSERVED_INTERVAL_S = 60.0  # how often the unserved jobs are counted (and logge
 UNSERVED_MAX_ROWS = 10_000  # due jobs counted at most per lane (job type, queue, priority)
 UNSERVED_TIMEOUT_S = 2.0  # the count gives up rather than weigh on a busy database
 UNSERVED_SHOWN = 5  # (job_type, queue) pairs named in the warning
+PRUNE_WAITERS_INTERVAL_S = 60.0  # how often result waiters left behind are looked for
 GOODBYE_TIMEOUT_S = 2.0
 
 
@@ -53,6 +58,7 @@ class Maintenance:
         unserved_interval_s: float = UNSERVED_INTERVAL_S,
         cursors: Cursors | None = None,
         wake: Callable[[], None] = lambda: None,
+        leadership: Leadership | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -75,6 +81,8 @@ class Maintenance:
         self._wake = wake  # the scheduler: claim again
         self._look_behind_due = -float("inf")
         self.looked_behind = 0  # lanes whose cursor the look-behind moved back
+        self._leadership = leadership  # None: this worker does the leader's work (a drain)
+        self._prune_waiters_due = -float("inf")
 
     async def run(self) -> None:
         try:
@@ -116,6 +124,9 @@ class Maintenance:
                     self._worker_id, self._job_types, self._queues, self._ttl_s
                 )
                 self._seen_due = self._clock() + REGISTER_INTERVAL_S
+            if self._leadership is not None and not await self._leadership.try_lead():
+                await self._look_behind()
+                return
             if self._clock() < self._grace_until:
                 return
             rescued = await self._store.rescue(self._worker_id)
@@ -175,6 +186,16 @@ class Maintenance:
             if removed:
                 self.pruned += removed
                 log.info("prune: removed about %d %s job(s) past retention", removed, ring)
+        if self._clock() < self._prune_waiters_due:
+            return
+        self._prune_waiters_due = self._clock() + PRUNE_WAITERS_INTERVAL_S
+        try:
+            forgotten = await self._store.prune_waiters()
+        except DatabaseError as exc:
+            self._throttled.warning("%s", exc)
+            return
+        if forgotten:
+            log.info("prune: forgot %d result waiter(s) left behind a day ago", forgotten)
 
     async def _count_unserved(self) -> None:
         """At most once per ``unserved_interval_s``, warn about due jobs that no live worker

@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -18,13 +18,16 @@ from anyio.abc import TaskStatus
 from .._store.records import ClaimedJob
 from .._store.store import Store
 from ..config import WorkerSettings
+from ..periodic import PeriodicEntry
 from ..registry import Registry
 from .completer import Completer
 from .executor import Executor, Outcome, Verdict
 from .heartbeat import Heartbeat
+from .leader import Leadership
 from .logs import Throttled
 from .maintenance import Maintenance
 from .notifier import Notifier
+from .periodic import PeriodicEnqueuer
 from .scheduler import Scheduler
 from .slots import Slots
 from .tasks import JobTasks, coroutine_frames, thread_frames
@@ -70,6 +73,8 @@ class WorkerStatistics:
     ``rescued``: expired leases this worker returned to the queue (any worker's).
     ``claims``: claim statements run. ``notifications``: NOTIFYs seen.
     ``listening``: the LISTEN connection is up. ``sleeping``: the scheduler is waiting.
+    ``leading``: this worker is the fleet's leader (it runs rescue, retention and periodic
+    jobs). ``periodic_enqueued``: jobs it enqueued for periodic entries while leading.
     """
 
     claimed: int
@@ -87,6 +92,8 @@ class WorkerStatistics:
     notifications: int
     listening: bool
     sleeping: bool
+    leading: bool = False
+    periodic_enqueued: int = 0
 
     @property
     def processed(self) -> int:
@@ -139,6 +146,7 @@ class Worker:
         *,
         listen: bool = True,
         exit_when_idle: bool = False,
+        periodic: Sequence[PeriodicEntry] = (),
     ) -> None:
         self.worker_id = new_worker_id()
         self.settings = settings
@@ -209,6 +217,19 @@ class Worker:
             self._outage_log,
             listening=lambda: self._notifier.current,
         )
+        # A worker that listens competes for leadership on its LISTEN connection; a drain
+        # (no LISTEN) rescues for itself and enqueues no periodic jobs.
+        self._leadership = Leadership(
+            listening=(lambda: self._notifier.current) if listen else None,
+            outage_log=self._outage_log,
+            worker_id=self.worker_id,
+        )
+        self._periodic = PeriodicEnqueuer(
+            store=store,
+            entries=periodic if listen else (),
+            leadership=self._leadership,
+            outage_log=self._outage_log,
+        )
         self._maintenance = Maintenance(
             store,
             self.worker_id,
@@ -222,6 +243,7 @@ class Worker:
             failed_retention_s=settings.failed_retention_s,
             cursors=self._scheduler.cursors,
             wake=self._scheduler.wake,
+            leadership=self._leadership if listen else None,
         )
 
     # -- public ---------------------------------------------------------------------------
@@ -244,6 +266,8 @@ class Worker:
             notifications=self._notifier.notifications,
             listening=self._notifier.listening,
             sleeping=self._scheduler.sleeping,
+            leading=self._listen and self._leadership.leading,
+            periodic_enqueued=self._periodic.enqueued,
         )
 
     def stop(self, *, graceful: bool = True) -> None:
@@ -322,6 +346,7 @@ class Worker:
                 await services.start(self._notifier.run)
             services.start_soon(self._maintenance.run)
             services.start_soon(self._heartbeat.run)
+            services.start_soon(self._periodic.run)
             try:
                 # Plain asyncio tasks for the jobs: a task costs a fifth of anyio's
                 # start_soon, and jobs start by the thousand a second. Still structured:

@@ -49,3 +49,9 @@ def render(sql: str, *, schema: str, channel: str) -> str:
 def channel_for(schema: str) -> str:
     """The NOTIFY channel of one schema's jobs (an identifier: at most 63 bytes)."""
     return f"aqueue_{schema}"[:63]
+
+
+def ended_channel_for(schema: str) -> str:
+    """The NOTIFY channel that tells App.result's waiters of jobs that ended (migration 0008
+    spells it the same way: left('{channel}', 57) || '_ended')."""
+    return channel_for(schema)[:57] + "_ended"

@@ -47,6 +47,7 @@ _WORKER_STATEMENTS = frozenset(
     {
         *("claim", "complete", "fail", "release", "snooze", "heartbeat", "rescue"),
         *("worker_seen", "worker_gone", "unserved_jobs"),
+        *("db_now", "periodic_enqueue", "prune_waiters"),
     }
 )
 
@@ -246,6 +247,7 @@ class Store:
         promote_since: dt.datetime | None = None,
         lost_claims: Sequence[int] = (),
         limits: Sequence[Limit] = (),
+        complete_results: Sequence[bytes | None] | None = None,
     ) -> tuple[Any, ...]:
         """claim.sql's parameters for :meth:`claim`'s arguments (benchmarks run it raw)."""
         lanes = list(cursors) if cursors else []
@@ -267,6 +269,7 @@ class Store:
             [lim.concurrency for lim in limits],
             [lim.rate_count for lim in limits],
             [lim.rate_period_s for lim in limits],
+            _results(complete_results),
         )
 
     async def claim(
@@ -285,6 +288,7 @@ class Store:
         promote_since: dt.datetime | None = None,
         lost_claims: Sequence[int] = (),
         limits: Sequence[Limit] = (),
+        complete_results: Sequence[bytes | None] | None = None,
     ) -> Claim:
         """Claim up to ``free[g]`` due jobs for each slot group ``g`` (``queues[i]`` is in
         group ``queue_groups[i]``, 1-based; with ``queues`` None, every queue is in group 1),
@@ -293,7 +297,8 @@ class Store:
         seq each lane is known to be read to (``None``: read every lane from its start);
         ``promote_since`` bounds which delayed jobs are looked at (``None``: all);
         ``lost_claims`` are earlier claim numbers of this worker whose reply was lost: their
-        jobs go back first."""
+        jobs go back first. ``complete_results``: what each completed attempt's handler
+        returned (encoded), or None."""
         rows = await self._fetch(
             "claim",
             *self.claim_args(
@@ -310,6 +315,7 @@ class Store:
                 promote_since=promote_since,
                 lost_claims=lost_claims,
                 limits=limits,
+                complete_results=complete_results,
             ),
         )
         jobs: list[ClaimedJob] = []
@@ -331,8 +337,14 @@ class Store:
         held = summary[9] is not None
         return Claim(jobs, summary[11], set(summary[12]), moved, summary[6], db_now, held)
 
-    async def complete(self, worker_id: str, ids: list[int], attempts: list[int]) -> set[int]:
-        rows = await self._fetch("complete", ids, attempts, worker_id)
+    async def complete(
+        self,
+        worker_id: str,
+        ids: list[int],
+        attempts: list[int],
+        results: Sequence[bytes | None] | None = None,
+    ) -> set[int]:
+        rows = await self._fetch("complete", ids, attempts, worker_id, _results(results))
         return {row[0] for row in rows}
 
     async def fail(
@@ -468,17 +480,100 @@ class Store:
         async with self._connect("listen") as conn:
             await conn.add_listener(self.channel, notified)
             conn.add_termination_listener(terminated)
+            listening = Listening(self, conn, lost)
             try:
-                yield Listening(self, conn, lost)
+                yield listening
             except DatabaseError:
                 # Lost, or not answering: UNLISTEN (or the pool waiting on a cancelled
-                # ping) would only wait on it. Closed here, never pooled again.
+                # ping) would only wait on it. Closed here, never pooled again (its
+                # backend's exit releases leadership).
                 await _stop_listening(conn, terminated, None)
                 raise
             except BaseException:
+                await listening.resign()
                 await _stop_listening(conn, terminated, (self.channel, notified))
                 raise
+            await listening.resign()
             await _stop_listening(conn, terminated, (self.channel, notified))
+
+    @contextlib.asynccontextmanager
+    async def awaiting(self, job_id: int) -> AsyncIterator[Awaiting]:
+        """Hold one pooled connection LISTENing for the end of job ``job_id`` (see
+        await_job.sql), registered as its waiter until the block exits. Check the job's
+        state (:meth:`job_end`) after entering: an end committed before is not notified."""
+        channel = sql.ended_channel_for(self.schema)
+        awaiting = Awaiting(job_id)
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            awaiting.notified(str(payload))
+
+        def terminated(_conn: object) -> None:
+            awaiting.lost.set()
+
+        async with self._connect("await_job") as conn:
+            await conn.add_listener(channel, notified)
+            conn.add_termination_listener(terminated)
+            waiter_id = None
+            try:
+                waiter_id = await conn.fetchval(self._sql["await_job"], job_id)
+                yield awaiting
+            except DatabaseError:
+                await _stop_listening(conn, terminated, None)
+                raise
+            except BaseException:
+                await self._unawait(conn, waiter_id)
+                await _stop_listening(conn, terminated, (channel, notified))
+                raise
+            await self._unawait(conn, waiter_id)
+            await _stop_listening(conn, terminated, (channel, notified))
+
+    async def _unawait(self, conn: asyncpg.Connection, waiter_id: int | None) -> None:
+        # Best effort, bounded: a row left behind is removed by the leader a day later.
+        if waiter_id is None or conn.is_closed():
+            return
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(5),
+            contextlib.suppress(*_driver_errors()),
+        ):
+            await conn.execute(self._sql["unawait"], waiter_id)
+
+    async def job_end(self, job_id: int) -> tuple[str, str, bytes | None, str | None] | None:
+        """Job ``job_id``'s state, job type, result and failure_info; ``None`` when there
+        is no such job (never enqueued, not committed yet, or pruned by retention)."""
+        rows = await self._fetch("job_end", job_id)
+        if not rows:
+            return None
+        row = rows[0]
+        return row[0], row[1], row[2], row[3]
+
+    async def db_now(self) -> dt.datetime:
+        """The database's clock."""
+        rows = await self._fetch("db_now")
+        now: dt.datetime = rows[0][0]
+        return now
+
+    async def periodic_enqueue(
+        self, entries: Sequence[PeriodicTick]
+    ) -> list[tuple[str, str, int | None]]:
+        """Take each entry's tick (see periodic_enqueue.sql): (name, outcome, job id)."""
+        rows = await self._fetch(
+            "periodic_enqueue",
+            [e.name for e in entries],
+            [e.tick for e in entries],
+            [e.job_type for e in entries],
+            [e.queue for e in entries],
+            [e.priority for e in entries],
+            [e.max_tries for e in entries],
+            [e.payload for e in entries],
+            [e.overlap for e in entries],
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def prune_waiters(self) -> int:
+        """Forget the waiters (App.result) older than a day; how many."""
+        rows = await self._fetch("prune_waiters")
+        return int(rows[0][0])
 
     async def _ping(self, conn: asyncpg.Connection, timeout_s: float) -> None:
         with self._statement("ping"):
@@ -533,6 +628,13 @@ def _sqlstate(exc: BaseException | None) -> str | None:
     return None
 
 
+def _results(results: Sequence[bytes | None] | None) -> list[bytes | None] | None:
+    """The results parameter: NULL when no attempt returned one (the usual case)."""
+    if results is None or all(r is None for r in results):
+        return None
+    return list(results)
+
+
 async def _stop_listening(
     conn: asyncpg.Connection,
     terminated: Callable[..., None],
@@ -547,6 +649,52 @@ async def _stop_listening(
         elif not conn.is_closed():
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await conn.remove_listener(*unlisten)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicTick:
+    """One periodic entry's tick, as periodic_enqueue.sql takes it."""
+
+    name: str
+    tick: dt.datetime
+    job_type: str
+    queue: str
+    priority: int
+    max_tries: int
+    payload: bytes
+    overlap: bool
+
+
+class Awaiting:
+    """A wait for one job's end (see :meth:`Store.awaiting`)."""
+
+    def __init__(self, job_id: int) -> None:
+        self._id = str(job_id)
+        self.lost = anyio.Event()
+        self._ended = anyio.Event()
+
+    def notified(self, payload: str) -> None:
+        # '*': too many ids for one payload; the caller checks the table.
+        if payload == "*" or self._id in payload.split():
+            self._ended.set()
+
+    def rearm(self) -> None:
+        """Forget earlier notifications (call before checking the table)."""
+        if self._ended.is_set():
+            self._ended = anyio.Event()
+
+    async def wait(self) -> None:
+        """Return once notified; :class:`DatabaseError` when the connection is lost."""
+        async with anyio.create_task_group() as tg:
+
+            async def until(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until, self._ended)
+            tg.start_soon(until, self.lost)
+        if self.lost.is_set() and not self._ended.is_set():
+            raise DatabaseError("result", "the connection waiting for the job's end was lost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,6 +745,7 @@ class Listening:
     lost: anyio.Event
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
     failed: bool = False  # a heartbeat on it failed, and no ping has answered since
+    leading: bool = False  # holds the leader's advisory lock (lead.sql)
     _trouble: anyio.Event = field(default_factory=anyio.Event)
 
     async def wait_for_trouble(self) -> None:
@@ -654,3 +803,31 @@ class Listening:
     def _fail(self) -> None:
         self.failed = True
         self._trouble.set()
+
+    async def lead(self, timeout_s: float) -> bool:
+        """Try once to become the leader (lead.sql); whether this connection now holds it."""
+        async with self._lock:
+            with self._store._statement("lead"):
+                got = await self._conn.fetchval(
+                    self._store._sql["lead"], self._store.schema, timeout=timeout_s
+                )
+        if got:
+            self.leading = True
+        return self.leading
+
+    async def resign(self) -> None:
+        """Give leadership up before the connection goes back to the pool (whose reset
+        does not release advisory locks). Bounded; if it fails, the connection is closed."""
+        if not self.leading or self._conn.is_closed():
+            return
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(5),
+            contextlib.suppress(DatabaseError),
+            self._store._statement("resign"),
+        ):
+            await self._conn.fetchval(self._store._sql["resign"], self._store.schema)
+            self.leading = False
+        if self.leading:
+            # Not released: a pooled connection must not keep it; closing releases it.
+            self._conn.terminate()

@@ -160,3 +160,19 @@ async def test_undecodable_payload_fails_at_once_and_the_rest_runs(
     assert (rows[bad]["state"], rows[bad]["try_count"]) == ("failed", 1)
     assert "does not decode as google.protobuf.StringValue" in rows[bad]["failure_info"]
     assert seen == ["good"]
+
+
+async def test_cron_ticks_in_a_time_zone_step_through_a_dst_change(app: aqueue.App) -> None:
+    """The lowest cronsim (reverse=, aware datetimes) and the time zone database."""
+    import datetime as dt
+
+    @app.job(payload=StringValue)
+    async def report(payload: StringValue) -> None: ...
+
+    entry = app.periodic(report, cron="30 2 * * *", tz="Europe/Berlin")
+    # 2026-03-29: clocks go from 02:00 to 03:00 in Berlin; 02:30 does not exist that day.
+    before = dt.datetime(2026, 3, 28, 12, tzinfo=dt.UTC)
+    assert entry.next_tick(before) == dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC)
+    after = dt.datetime(2026, 3, 29, 12, tzinfo=dt.UTC)
+    assert entry.latest_tick(after) == dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC)
+    assert entry.next_tick(after) == dt.datetime(2026, 3, 30, 0, 30, tzinfo=dt.UTC)

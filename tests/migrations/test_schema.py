@@ -109,7 +109,7 @@ async def test_migrate_is_idempotent_and_safe_to_run_concurrently(
             await app.close()
 
 
-async def test_the_view_has_the_seed_columns_in_order(
+async def test_the_view_has_the_seed_columns_in_order_then_the_new_ones(
     app: aqueue.App, pg: asyncpg.Connection, schema: str
 ) -> None:
     columns = await pg.fetch(
@@ -131,6 +131,10 @@ async def test_the_view_has_the_seed_columns_in_order(
         ("failure_info", "text"),
         ("worker_id", "text"),
         ("lease_expires_at", "timestamp with time zone"),
+        # migration 0008: after the seed's columns
+        ("started_at", "timestamp with time zone"),
+        ("finished_at", "timestamp with time zone"),
+        ("result", "bytea"),
     ]
     defaults = {c[0]: c[2] for c in columns if c[2] is not None}
     assert set(defaults) == {
@@ -154,6 +158,8 @@ def test_metadata_default_schema() -> None:
             "workers",
             "unique_keys",
             "job_limits",
+            "awaited",
+            "periodic",
         )
     }
     with pytest.raises(aqueue.ConfigurationError):

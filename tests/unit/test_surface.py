@@ -21,6 +21,7 @@ def test_all_is_exact_and_importable() -> None:
     public = {n for n in vars(aqueue) if not n.startswith("_")}
     submodules = {"app", "backoff", "cli", "config", "errors", "jobs", "registry", "schema"}
     submodules.add("control")
+    submodules |= {"periodic", "hooks", "_inspect"}  # periodic entries, hooks, introspection
     submodules.add("testing")  # loaded by `import aqueue.testing`, never by aqueue itself
     loaded_on_use = {"make_metadata", "metadata"}  # they load SQLAlchemy
     assert (public - submodules - {"annotations"}) | loaded_on_use == set(aqueue.__all__)
@@ -50,9 +51,23 @@ def test_exception_tree() -> None:
         aqueue.PayloadError,
         aqueue.DatabaseError,
         aqueue.SchemaError,
+        aqueue.JobFailed,
+        aqueue.JobCancelled,
+        aqueue.JobNotFound,
     ):
+        assert issubclass(exc, aqueue.AqueueError)
         assert exc.__doc__
         assert "raised" in exc.__doc__.lower()
+
+
+def test_result_exceptions_carry_the_job_and_pickle() -> None:
+    import pickle
+
+    assert issubclass(aqueue.JobNotFound, LookupError)
+    failed = pickle.loads(pickle.dumps(aqueue.JobFailed(7, "Traceback ...")))
+    assert (failed.job_id, failed.failure_info, str(failed)) == (7, "Traceback ...", "job 7 failed")
+    assert pickle.loads(pickle.dumps(aqueue.JobCancelled(8))).job_id == 8
+    assert pickle.loads(pickle.dumps(aqueue.JobNotFound(9))).job_id == 9
 
 
 def test_job_decorator_checks_its_arguments() -> None:

@@ -29,7 +29,7 @@ failed AS (
     INSERT INTO {schema}.jobs_failed
     SELECT g.id, g.job_type, g.queue, 'failed', g.queued, g.next_attempt_after, g.try_count,
            g.max_tries, g.priority, g.payload, g.why, NULL, now(),
-           (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'failed')
+           (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'failed'), g.claimed_at
     FROM gone AS g WHERE g.try_count >= g.max_tries
     RETURNING jobs_failed.id, 'failed'::text AS state
 ),
@@ -49,7 +49,9 @@ back AS (
     ORDER BY g.id
     RETURNING jobs_ready.id, jobs_ready.queue, jobs_ready.lane_id, jobs_ready.seq
 )
+-- Waiters on the jobs failed for good are told (migration 0008); a one-time filter runs it.
 SELECT id, state FROM failed
+WHERE (SELECT {schema}.ended(array_agg(failed.id)) FROM failed) >= 0
 UNION ALL
 -- Each row's lane announced with the lane's lowest seq (migration 0006): the same payload
 -- repeated within a transaction is delivered once.

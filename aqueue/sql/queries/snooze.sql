@@ -26,7 +26,8 @@ failed AS (
            'SnoozedTooOften: the job was snoozed ' || g.snoozes + 1 || ' times with no '
            || 'counted attempt between them (at most 100); failed so that it cannot loop for '
            || 'ever' || coalesce(E'\nEarlier failure_info:\n' || g.failure_info, ''),
-           g.worker_id, now(), (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'failed')
+           g.worker_id, now(), (SELECT rg.slot FROM {schema}.rings AS rg WHERE rg.ring = 'failed'),
+           g.claimed_at
     FROM gone AS g WHERE g.ended
     RETURNING jobs_failed.id, 'failed'::text AS state
 ),
@@ -55,7 +56,9 @@ due_later AS (
     FROM gone AS g WHERE NOT g.ended AND g.delay_s > 0
     RETURNING jobs_delayed.id, jobs_delayed.state::text AS state
 )
+-- Waiters on the jobs failed for good are told (migration 0008); a one-time filter runs it.
 SELECT id, state FROM failed
+WHERE (SELECT {schema}.ended(array_agg(failed.id)) FROM failed) >= 0
 UNION ALL
 SELECT d.id, d.state FROM (
     SELECT due_now.id, due_now.state,

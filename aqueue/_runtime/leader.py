@@ -1,0 +1,93 @@
+"""Leadership: one worker of the fleet runs rescue, retention and periodic jobs.
+
+The leader holds a session advisory lock (lead.sql) on its LISTEN connection, which it keeps
+for its whole life; the lock lives and dies with that connection, so when the leader dies
+(SIGKILL included) its backend exits and the lock is free. The others try once per
+maintenance interval, so leadership passes within about one interval."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from .._store.store import Listening
+from ..errors import DatabaseError
+from .logs import Throttled
+
+log = logging.getLogger("aqueue.worker")
+
+LEAD_TIMEOUT_S = 5.0
+
+
+class Leadership:
+    """Whether this worker leads. ``listening``: the notifier's current LISTEN connection
+    (``None`` while it is down); ``None`` for the whole worker (a drain, which listens to
+    nothing): it then leads alone, for its own rescues."""
+
+    def __init__(
+        self,
+        *,
+        listening: Callable[[], Listening | None] | None,
+        outage_log: Throttled,
+        worker_id: str,
+    ) -> None:
+        self._listening = listening
+        self._throttled = outage_log
+        self._worker_id = worker_id
+        self._held_on: Listening | None = None
+        self._changed = anyio.Event()
+        self.tries = 0  # lead.sql statements run
+
+    @property
+    def leading(self) -> bool:
+        """Whether this worker holds leadership now."""
+        if self._listening is None:
+            return True
+        held = self._held_on
+        return held is not None and held is self._listening() and not held.lost.is_set()
+
+    async def try_lead(self) -> bool:
+        """Take leadership if it is free (one statement; none while this worker leads)."""
+        if self._listening is None:
+            return True
+        if self.leading:
+            return True
+        if self._held_on is not None:
+            self._held_on = None
+            log.warning(
+                "leader: worker %s no longer leads (its LISTEN connection was lost)",
+                self._worker_id,
+            )
+            self._signal()
+        listening = self._listening()
+        if listening is None:
+            return False
+        self.tries += 1
+        try:
+            got = await listening.lead(LEAD_TIMEOUT_S)
+        except DatabaseError as exc:
+            self._throttled.warning("%s", exc)
+            return False
+        if got and listening is self._listening():
+            self._held_on = listening
+            log.info(
+                "leader: worker %s now leads rescue, retention and periodic jobs",
+                self._worker_id,
+            )
+            self._signal()
+        return self.leading
+
+    async def wait_leading(self) -> None:
+        """Return once this worker leads."""
+        while not self.leading:
+            await self._changed.wait()
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of leadership (taken or seen lost)."""
+        await self._changed.wait()
+
+    def _signal(self) -> None:
+        event, self._changed = self._changed, anyio.Event()
+        event.set()

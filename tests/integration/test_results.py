@@ -1,0 +1,149 @@
+"""Results: a handler's returned message stored with the completed job, and App.result
+waiting (on LISTEN) for a job to end."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import asyncpg
+import pytest
+
+import aqueue
+from tests.helpers import eventually
+from tests.payloads_pb2 import Task
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_result_returns_the_decoded_message_once_the_job_completes(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    gate = anyio.Event()
+
+    @app.job(payload=Task, result=Task)
+    async def double(payload: Task) -> Task:
+        await gate.wait()
+        return Task(n=payload.n * 2)
+
+    job_id = await app.enqueue(double, Task(n=21))
+    async with app.worker():
+        async with anyio.create_task_group() as tg:
+            got: list[object] = []
+
+            async def wait() -> None:
+                got.append(await app.result(job_id, timeout=20))
+
+            tg.start_soon(wait)
+            # The waiter is registered before the job can end: its row is in awaited.
+            await _until(pg, f"SELECT count(*) FROM {schema}.awaited WHERE job_id = {job_id}", 1)
+            ended_at = time.monotonic()
+            gate.set()
+        woke_s = time.monotonic() - ended_at
+    assert got == [Task(n=42)]
+    # Told by NOTIFY: well under the 2 s poll of this app's workers (and result never polls).
+    assert woke_s < 1.5
+    row = await pg.fetchrow(
+        f"SELECT state::text, result, started_at, finished_at FROM {schema}.background_jobs "
+        "WHERE id = $1",
+        job_id,
+    )
+    assert row["state"] == "completed"
+    assert Task.FromString(row["result"]) == Task(n=42)
+    assert row["started_at"] <= row["finished_at"]
+    # The waiter's row is gone.
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.awaited") == 0
+
+
+async def test_result_of_a_job_that_ended_already_and_of_a_type_without_results(
+    app: aqueue.App,
+) -> None:
+    @app.job(payload=Task)
+    async def plain(payload: Task) -> None:
+        pass
+
+    job_id = await app.enqueue(plain, Task())
+    await app.drain()
+    assert await app.result(job_id, timeout=5) is None
+
+
+async def test_result_raises_job_failed_with_the_failure_info(app: aqueue.App) -> None:
+    @app.job(payload=Task, max_tries=1)
+    async def broken(payload: Task) -> None:
+        raise RuntimeError("the printer is on fire")
+
+    job_id = await app.enqueue(broken, Task())
+    async with app.worker():
+        with pytest.raises(aqueue.JobFailed) as caught:
+            await app.result(job_id, timeout=20)
+    assert caught.value.job_id == job_id
+    assert "the printer is on fire" in caught.value.failure_info
+    assert "RuntimeError" in caught.value.failure_info
+
+
+async def test_result_raises_job_cancelled_when_cancelled_while_waiting(app: aqueue.App) -> None:
+    @app.job(payload=Task)
+    async def later(payload: Task) -> None:
+        pass
+
+    job_id = await app.enqueue(later, Task(), delay=3600)
+    async with anyio.create_task_group() as tg:
+
+        async def cancel_soon() -> None:
+            await anyio.sleep(0.2)  # let the waiter start waiting (either order must work)
+            assert await app.cancel(job_id)
+
+        tg.start_soon(cancel_soon)
+        with pytest.raises(aqueue.JobCancelled):
+            await app.result(job_id, timeout=10)
+
+
+async def test_result_times_out_and_leaves_the_job_alone(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def later(payload: Task) -> None:
+        pass
+
+    job_id = await app.enqueue(later, Task(), delay=3600)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await app.result(job_id, timeout=0.3)
+    assert 0.25 < time.monotonic() - t0 < 3
+    state = await pg.fetchval(
+        f"SELECT state::text FROM {schema}.background_jobs WHERE id = $1", job_id
+    )
+    assert state == "pending"
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.awaited") == 0
+
+
+async def test_result_of_an_unknown_job_raises_job_not_found(app: aqueue.App) -> None:
+    with pytest.raises(aqueue.JobNotFound) as caught:
+        await app.result(123456789, timeout=5)
+    assert isinstance(caught.value, LookupError)
+    with pytest.raises(TypeError):
+        await app.result("1", timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        await app.result(1, timeout=-1)
+
+
+async def test_a_handler_returning_the_wrong_type_fails_the_attempt_readably(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task, result=Task, max_tries=1)
+    async def sloppy(payload: Task) -> object:
+        return {"n": 1}
+
+    job_id = await app.enqueue(sloppy, Task())
+    await app.drain()
+    with pytest.raises(aqueue.JobFailed) as caught:
+        await app.result(job_id, timeout=5)
+    assert "dict" in caught.value.failure_info
+    assert "Task" in caught.value.failure_info
+
+
+async def _until(pg: asyncpg.Connection, query: str, want: int) -> None:
+    async def probe() -> object:
+        return await pg.fetchval(query)
+
+    await eventually(probe, lambda n: n == want, timeout_s=10)

@@ -227,6 +227,8 @@ def make_metadata(schema: str = SCHEMA_DEFAULT) -> MetaData:
         Column("queues", ARRAY(Text), nullable=True),
         Column("seen_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
         Column("expires_at", DateTime(timezone=True), nullable=False),
+        # The backend holding the leader's advisory lock, on the leader's row.
+        Column("leader_pid", Integer, nullable=True),
     )
     return md
 

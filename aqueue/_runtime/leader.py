@@ -32,10 +32,12 @@ class Leadership:
         listening: Callable[[], Listening | None] | None,
         outage_log: Throttled,
         worker_id: str,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._listening = listening
         self._throttled = outage_log
         self._worker_id = worker_id
+        self._on_change = on_change  # the worker's statistics changed
         self._held_on: Listening | None = None
         self._changed = anyio.Event()
         self.tries = 0  # lead.sql statements run
@@ -66,10 +68,16 @@ class Leadership:
             return False
         self.tries += 1
         try:
-            got = await listening.lead(LEAD_TIMEOUT_S)
+            got, ended = await listening.lead(self._worker_id, LEAD_TIMEOUT_S)
         except DatabaseError as exc:
             self._throttled.warning("%s", exc)
             return False
+        if ended:
+            log.warning(
+                "leader: the leader's lease expired while its connection held leadership (a "
+                "stopped process, a blocked loop, a host cut off): ended its backend; the "
+                "next try takes over"
+            )
         if got and listening is self._listening():
             self._held_on = listening
             log.info(
@@ -91,3 +99,4 @@ class Leadership:
     def _signal(self) -> None:
         event, self._changed = self._changed, anyio.Event()
         event.set()
+        self._on_change()

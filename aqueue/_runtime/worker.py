@@ -223,6 +223,7 @@ class Worker:
             listening=(lambda: self._notifier.current) if listen else None,
             outage_log=self._outage_log,
             worker_id=self.worker_id,
+            on_change=self._signal_change,
         )
         self._periodic = PeriodicEnqueuer(
             store=store,

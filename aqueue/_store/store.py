@@ -804,16 +804,18 @@ class Listening:
         self.failed = True
         self._trouble.set()
 
-    async def lead(self, timeout_s: float) -> bool:
-        """Try once to become the leader (lead.sql); whether this connection now holds it."""
+    async def lead(self, worker_id: str, timeout_s: float) -> tuple[bool, int]:
+        """Try once to become the leader (lead.sql): whether this connection now holds the
+        lock, and how many backends of a leader whose lease expired this try ended."""
         async with self._lock:
             with self._store._statement("lead"):
-                got = await self._conn.fetchval(
-                    self._store._sql["lead"], self._store.schema, timeout=timeout_s
+                row = await self._conn.fetchrow(
+                    self._store._sql["lead"], self._store.schema, worker_id, timeout=timeout_s
                 )
-        if got:
+        assert row is not None
+        if row[0]:
             self.leading = True
-        return self.leading
+        return self.leading, int(row[2])
 
     async def resign(self) -> None:
         """Give leadership up before the connection goes back to the pool (whose reset

@@ -174,7 +174,7 @@ async def test_one_of_several_workers_leads_and_another_takes_over_when_it_stops
         await other.close()
 
 
-def test_periodic_refuses_bad_schedules(app: aqueue.App) -> None:
+async def test_periodic_refuses_bad_schedules(app: aqueue.App) -> None:
     @app.job(payload=Task)
     async def beat(payload: Task) -> None:
         pass
@@ -195,3 +195,26 @@ def test_periodic_refuses_bad_schedules(app: aqueue.App) -> None:
     with pytest.raises(aqueue.ConfigurationError, match="exists already"):
         app.periodic(beat, cron="0 * * * *")
     app.periodic(beat, cron="0 * * * *", name="beat-hourly")  # a second entry, named
+
+
+async def test_a_stopped_leader_gives_the_lock_up_before_its_connection_is_pooled_again(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def idle(payload: Task) -> None:
+        pass
+
+    leader_locks = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid = hashtext('aqueue.leader')::oid AND objid = hashtext($1)::oid"
+    )
+    async with app.worker() as worker:
+        with anyio.fail_after(5):
+            await worker.wait_until(lambda s: s.leading)
+        assert await pg.fetchval(leader_locks, schema) == 1
+    # The app (and its pool, holding the former LISTEN connection) is still open.
+    assert app._store is not None
+    assert await pg.fetchval(leader_locks, schema) == 0
+    async with app.worker() as again:  # and the next worker of this app leads at once
+        with anyio.fail_after(5):
+            await again.wait_until(lambda s: s.leading)

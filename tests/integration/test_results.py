@@ -147,3 +147,27 @@ async def _until(pg: asyncpg.Connection, query: str, want: int) -> None:
         return await pg.fetchval(query)
 
     await eventually(probe, lambda n: n == want, timeout_s=10)
+
+
+async def test_result_raises_database_error_when_its_connection_is_cut(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    @app.job(payload=Task)
+    async def later(payload: Task) -> None:
+        pass
+
+    job_id = await app.enqueue(later, Task(), delay=3600)
+    async with anyio.create_task_group() as tg:
+
+        async def cut() -> None:
+            await _until(pg, f"SELECT count(*) FROM {schema}.awaited", 1)
+            # The waiting connection is the one LISTENing on the ended channel.
+            killed = await pg.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE '%awaited%' AND pid <> pg_backend_pid()"
+            )
+            assert killed == 1
+
+        tg.start_soon(cut)
+        with pytest.raises(aqueue.DatabaseError, match="lost"):
+            await app.result(job_id, timeout=10)  # not a silent wait until the timeout

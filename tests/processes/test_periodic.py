@@ -23,12 +23,13 @@ LEADS = "now leads rescue, retention and periodic jobs"
 INTERVAL_S = 1.0
 
 
-def start(dsn: str, schema: str, path: Path) -> WorkerProcess:
+def start(dsn: str, schema: str, path: Path, *args: str) -> WorkerProcess:
     return WorkerProcess(
         path,
         {"AQUEUE_DSN": dsn, "AQUEUE_TEST_SCHEMA": schema},
         "--maintenance-interval-s",
         str(INTERVAL_S),
+        *args,
         app=APP,
     )
 
@@ -124,4 +125,43 @@ async def test_leadership_passes_within_an_interval_after_the_leader_is_killed(
         assert LEADS not in next(w for w in others if w is not successor).output()
     finally:
         for worker in workers:
+            worker.kill()
+
+
+async def test_a_stopped_leader_whose_lease_expires_is_replaced(
+    dsn: str, schema: str, app: aqueue.App, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """SIGSTOP: the process, and its heartbeats, stop; its connection, and so the lock, stay
+    up. Once its lease has expired, the next worker that tries to lead ends that backend."""
+    lease_s = 2.0
+    args = ("--lease-s", str(lease_s))
+    workers = [start(dsn, schema, tmp_path / f"worker-{i}.log", *args) for i in range(2)]
+    try:
+        for worker in workers:
+            await worker.wait_started()
+
+        async def leaders() -> list[WorkerProcess]:
+            return [w for w in workers if LEADS in w.output()]
+
+        (leader,) = await eventually(leaders, lambda found: len(found) == 1, timeout_s=10)
+        (other,) = [w for w in workers if w is not leader]
+        leader.signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        out = await other.wait_output(LEADS, timeout_s=20)
+        passed_s = time.monotonic() - stopped_at
+        print(f"leader: a SIGSTOPped leader replaced after {passed_s:.2f} s (lease {lease_s} s)")
+        assert "ended its backend" in out
+        # Its lease, then a try that ends its backend, then a try that takes the lock.
+        assert passed_s < lease_s + 3 * INTERVAL_S * 1.2 + 1.5
+        before = len(await ticks(pg, schema))
+
+        async def count() -> int:
+            return len(await ticks(pg, schema))
+
+        await eventually(count, lambda n: n >= before + 2, timeout_s=10)
+        leader.signal(signal.SIGCONT)  # it finds its connection gone, and leads no more
+        await leader.wait_output("no longer leads", "listen: reconnected", timeout_s=20)
+    finally:
+        for worker in workers:
+            worker.signal(signal.SIGCONT)
             worker.kill()

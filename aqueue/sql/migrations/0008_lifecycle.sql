@@ -8,6 +8,12 @@
 ALTER TABLE {schema}.jobs_done ADD COLUMN started_at timestamptz, ADD COLUMN result bytea;
 ALTER TABLE {schema}.jobs_failed ADD COLUMN started_at timestamptz, ADD COLUMN result bytea;
 
+-- The backend that holds the leader's lock (lead.sql), on the leader's workers row: a leader
+-- whose lease expired (stopped, or its loop blocked past the limit) while its connection,
+-- and so the lock, stayed up is found through it, and its backend ended by the next worker
+-- that tries to lead.
+ALTER TABLE {schema}.workers ADD COLUMN leader_pid int;
+
 -- Jobs someone waits on (App.result): a statement that ends one of them NOTIFYs
 -- '<channel>_ended' with their ids. One row per waiting call, deleted when it returns; the
 -- leader removes rows a killed waiter left behind, a day later.

@@ -35,6 +35,7 @@ from .errors import (
     PayloadError,
     SchemaError,
 )
+from .hooks import JobContext, JobEvent
 from .jobs import JobId, JobInfo, JobState, current_job
 from .periodic import PeriodicEntry
 from .registry import JobDeclaration, JobType, declare
@@ -52,7 +53,9 @@ __all__ = [
     "Discard",
     "EmbeddedUnavailableError",
     "JobCancelled",
+    "JobContext",
     "JobDeclaration",
+    "JobEvent",
     "JobFailed",
     "JobId",
     "JobInfo",

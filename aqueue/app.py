@@ -232,7 +232,7 @@ class App(HookDecorators, Introspection):
                 discard_on=discard_on,  # type: ignore[arg-type]  # checked and made a tuple there
                 global_concurrency=global_concurrency,
                 rate_limit=rate_limit,
-                **({"result": result} if result is not None else {}),  # TEMP until H1
+                result=result,
             )
 
         return register

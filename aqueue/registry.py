@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
@@ -14,6 +14,7 @@ from .backoff import DEFAULT_BACKOFF, Backoff, RetryPolicy
 from .config import MAX_TRIES_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, validate_name
 from .control import RateLimit
 from .errors import ConfigurationError
+from .hooks import Hooks
 
 __all__ = ["JobDeclaration", "JobType", "declare"]
 
@@ -59,16 +60,19 @@ class JobType(JobDeclaration[M]):
     - ``global_concurrency``: the most attempts of this type running at once across the
       fleet; ``None``: no limit.
     - ``rate_limit``: a :class:`aqueue.RateLimit` on starts across the fleet; ``None``: none.
+    - ``result``: the protobuf message class the handler returns, stored with the completed
+      job; ``None``: what the handler returns is ignored.
     """
 
-    handler: Callable[[M], Awaitable[None]] = dataclasses.field(kw_only=True)
+    handler: Callable[[M], Awaitable[Any]] = dataclasses.field(kw_only=True)
     timeout_s: float | None = dataclasses.field(default=None, kw_only=True)
     backoff: RetryPolicy = dataclasses.field(default=DEFAULT_BACKOFF, kw_only=True)
     discard_on: tuple[type[BaseException], ...] = dataclasses.field(default=(), kw_only=True)
     global_concurrency: int | None = dataclasses.field(default=None, kw_only=True)
     rate_limit: RateLimit | None = dataclasses.field(default=None, kw_only=True)
+    result: type[Message] | None = dataclasses.field(default=None, kw_only=True)
 
-    def __call__(self, payload: M) -> Awaitable[None]:
+    def __call__(self, payload: M) -> Awaitable[Any]:
         return self.handler(payload)
 
 
@@ -220,10 +224,11 @@ class Registry:
 
     def __init__(self) -> None:
         self._types: dict[str, JobType[Message]] = {}
+        self.hooks = Hooks()  # the App's middleware and hooks, for every job type
 
     def register(
         self,
-        handler: Callable[[M], Awaitable[None]],
+        handler: Callable[[M], Awaitable[Any]],
         *,
         payload: type[M],
         name: str | None,
@@ -236,8 +241,11 @@ class Registry:
         discard_on: tuple[type[BaseException], ...] = (),
         global_concurrency: int | None = None,
         rate_limit: RateLimit | None = None,
+        result: type[Message] | None = None,
     ) -> JobType[M]:
         _check_payload_class(payload)
+        if result is not None and not (isinstance(result, type) and issubclass(result, Message)):
+            raise TypeError(f"result must be a protobuf message class or None, got {result!r}")
         check_handler(handler)
         if name is None:
             name = getattr(handler, "__name__", None)
@@ -273,6 +281,7 @@ class Registry:
             discard_on=discard_on,
             global_concurrency=global_concurrency,
             rate_limit=rate_limit,
+            result=result,
         )
         self._types[job_name] = job_type  # type: ignore[assignment]
         return job_type

@@ -216,7 +216,7 @@ class Completer:
                 wid,
                 [o.job.id for o in done],
                 [o.job.attempt for o in done],
-                [getattr(o, "result", None) for o in done],  # TEMP,
+                [o.result for o in done],
             )
             counts["completed"] += len(changed)
             written |= changed

@@ -4,26 +4,31 @@ touches SQL; the completer persists what it reports."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import random
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError, EncodeError, Message
 
 from .._store.records import ClaimedJob
 from ..backoff import policy_delay_s, retry_delay_s
 from ..config import FAILURE_INFO_MAX_CHARS
 from ..control import Discard, Retry, Snooze
+from ..hooks import Hooks, JobContext, JobEvent
 from ..jobs import JobInfo, _current
 from ..registry import JobType, Registry
 
 log = logging.getLogger("aqueue.worker")
 
 TRUNCATED_MARKER = "\n[... failure_info truncated by aqueue ...]\n"
+HOOK_TIMEOUT_S = 10.0  # a success, failure or retry hook is cut off after this
 
 
 class Verdict(enum.Enum):
@@ -40,6 +45,7 @@ class Outcome:
     delay_s: float = 0.0
     failure_info: str = ""
     final: bool = False
+    result: bytes | None = None  # what the handler returned, encoded (a type with result=)
 
 
 def format_failure(
@@ -111,20 +117,46 @@ class Executor:
         _current.set(
             JobInfo(job.id, job.job_type, job.queue, job.attempt, job.max_tries, self._worker_id)
         )
+        hooks = self._registry.hooks
+        if not hooks.any:  # the hot path: no context, no clock, no extra awaits
+            outcome, _ = await self._attempt(job, job_type, job_type.handler, payload)
+            return outcome
+        context = JobContext(
+            job.id, job.job_type, job.queue, job.attempt, job.max_tries, self._worker_id, payload
+        )
+        started = time.monotonic()
+
+        async def wrapped(message: Message) -> Any:
+            for hook in hooks.on["start"]:
+                await hook(JobEvent(context, None, 0.0))
+            return await _chain(hooks, context, job_type.handler, message, 0)
+
+        outcome, raised = await self._attempt(job, job_type, wrapped, payload)
+        await self._after(hooks, outcome, JobEvent(context, raised, time.monotonic() - started))
+        return outcome
+
+    async def _attempt(
+        self,
+        job: ClaimedJob,
+        job_type: JobType[Message],
+        run: Callable[[Message], Any],
+        payload: Message,
+    ) -> tuple[Outcome, BaseException | None]:
+        """Run ``run(payload)`` as the attempt; its outcome and what it raised."""
         timeout_s = job_type.timeout_s
         try:
             if timeout_s is None:
-                await job_type.handler(payload)
-                return Outcome(job, Verdict.COMPLETE)
+                returned = await run(payload)
+                return self._returned(job, job_type, returned), None
             # The attempt's own deadline: a cancellation from outside (shutdown, cancel, lost
             # lease) still propagates; only this scope's own expiry is a timeout.
             with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as limit:
-                await job_type.handler(payload)
+                returned = await run(payload)
         except Exception as exc:
             control = _control(exc)
             if control is not None:
-                return self._decided(job, job_type, control)
-            return self._raised(job, job_type, exc)
+                return self._decided(job, job_type, control), control
+            return self._raised(job, job_type, exc), exc
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is None or task.cancelling():
@@ -132,7 +164,7 @@ class Executor:
             # Raised by the handler itself (it awaited a future someone else cancelled):
             # a failure like any other, or it would be handed back and claimed again at
             # once, over and over, never counting against max_tries.
-            return self._raised(job, job_type, exc)
+            return self._raised(job, job_type, exc), exc
         except GeneratorExit:
             raise  # the coroutine is being closed: nothing runs any more
         except BaseException as exc:
@@ -141,15 +173,94 @@ class Executor:
             # cancellation from asyncio's runner. Let it escape the task and asyncio
             # re-raises it out of the event loop: the worker dies, and so would every
             # worker that claims this job next.
-            return self._raised(job, job_type, exc, level=logging.ERROR)
+            return self._raised(job, job_type, exc, level=logging.ERROR), exc
         if limit.cancel_called:
             # Past its deadline, even if the handler swallowed the cancellation and returned.
             info = (
                 f"TimeoutError: attempt {job.attempt} of job {job.id} ({job.job_type}) ran "
                 f"longer than its timeout_s={timeout_s:g} and was cancelled"
             )
-            return self.failed(job, job_type, info, "TimeoutError")
-        return Outcome(job, Verdict.COMPLETE)
+            return self.failed(job, job_type, info, "TimeoutError"), TimeoutError(info)
+        return self._returned(job, job_type, returned), None
+
+    def _returned(self, job: ClaimedJob, job_type: JobType[Message], value: object) -> Outcome:
+        """The attempt returned ``value``: completed, with the result encoded when the type
+        declares ``result=``. Anything but that message (or None) fails the attempt."""
+        expected = job_type.result
+        if expected is None or value is None:
+            return Outcome(job, Verdict.COMPLETE)
+        if type(value) is not expected:
+            got = type(value)
+            info = (
+                f"ResultTypeError: attempt {job.attempt} of job {job.id} ({job.job_type}) "
+                f"returned {got.__module__}.{got.__qualname__}; the job type declares "
+                f"result={expected.DESCRIPTOR.full_name} (return one of those, or None)"
+            )
+            return self.failed(job, job_type, bound_text(self._redact(info)), "ResultTypeError")
+        assert isinstance(value, Message)
+        try:
+            encoded = value.SerializeToString()
+        except (EncodeError, ValueError) as exc:
+            info = (
+                f"ResultEncodeError: the returned {expected.DESCRIPTOR.full_name} does not "
+                f"encode: {exc}"
+            )
+            return self.failed(job, job_type, bound_text(self._redact(info)), "ResultEncodeError")
+        return Outcome(job, Verdict.COMPLETE, result=encoded)
+
+    async def _after(self, hooks: Hooks, outcome: Outcome, event: JobEvent) -> None:
+        """Tell the success, failure and retry hooks how the attempt ended. They cannot
+        change the outcome: what they raise is logged; each is cut off after
+        HOOK_TIMEOUT_S."""
+        job = outcome.job
+        if outcome.verdict is Verdict.COMPLETE:
+            kinds = ["success"]
+        elif outcome.verdict is Verdict.SNOOZE:
+            kinds = ["retry"]
+        elif outcome.verdict is Verdict.FAIL:
+            final = outcome.final or job.attempt >= job.max_tries
+            event = dataclasses.replace(event, final=final)
+            requested = isinstance(event.exception, Retry)
+            kinds = (["failure"] if final or not requested else []) + ([] if final else ["retry"])
+        else:
+            return
+        for kind in kinds:
+            for hook in hooks.on[kind]:
+                await self._call_hook(kind, hook, event)
+
+    async def _call_hook(self, kind: str, hook: Callable[[JobEvent], Any], event: JobEvent) -> None:
+        job = event.context
+        name = getattr(hook, "__qualname__", repr(hook))
+        try:
+            with anyio.move_on_after(HOOK_TIMEOUT_S) as scope:
+                await hook(event)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the worker cancelled this task: not the hook's doing
+            log.warning("on_job_%s hook %s raised CancelledError for job %d", kind, name, job.id)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # a hook never changes the job's outcome
+            log.warning(
+                "on_job_%s hook %s raised %s for job %d (%s); the job's outcome stands: %s",
+                kind,
+                name,
+                type(exc).__name__,
+                job.id,
+                job.job_type,
+                self._redact(str(exc)),
+            )
+            return
+        if scope.cancelled_caught:
+            log.warning(
+                "on_job_%s hook %s ran longer than %g s for job %d (%s) and was cut off",
+                kind,
+                name,
+                HOOK_TIMEOUT_S,
+                job.id,
+                job.job_type,
+            )
 
     def _decided(
         self, job: ClaimedJob, job_type: JobType[Message], control: Snooze | Retry | Discard
@@ -246,6 +357,21 @@ class Executor:
                     f"{self._redact(str(exc))}; the default backoff applied]"
                 )
         return Outcome(job, Verdict.FAIL, delay_s=delay, failure_info=info, final=final)
+
+
+async def _chain(
+    hooks: Hooks,
+    context: JobContext,
+    handler: Callable[[Message], Any],
+    payload: Message,
+    index: int,
+) -> Any:
+    """Middleware ``index`` and those after it, then the handler."""
+    if index == len(hooks.middleware):
+        return await handler(payload)
+    return await hooks.middleware[index](
+        context, lambda: _chain(hooks, context, handler, payload, index + 1)
+    )
 
 
 def _control(exc: BaseException) -> Snooze | Retry | Discard | None:

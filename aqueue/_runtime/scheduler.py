@@ -210,7 +210,7 @@ class Scheduler:
                 lost_claims=self._lost_claims,
                 queue_groups=self._slots.queue_groups,
                 limits=self._limits,
-                complete_results=[getattr(o, "result", None) for o in done],  # TEMP,
+                complete_results=[o.result for o in done],
             )
         except BaseException:
             self.cursors.claim_done(None)

@@ -38,7 +38,7 @@ COMPLETER_FLUSH_TIMEOUT_S = 10.0
 FINAL_FLUSH_TIMEOUT_S = 5.0
 
 
-_EXECUTE_CODE = Executor.execute.__code__
+_ATTEMPT_CODE = Executor._attempt.__code__  # awaits the handler (or its middleware)
 
 
 def _handler_names(registry: Registry) -> dict[types.CodeType, str]:
@@ -549,14 +549,16 @@ class Worker:
 
     def _describe(self, frames: list[types.FrameType], *, with_jobs: bool = False) -> str:
         """Where code is, from its frames (outermost first): the handler (the frame
-        Executor.execute awaits, whatever decorates it) at its line, then the innermost
+        Executor._attempt awaits, whatever decorates it) at its line, then the innermost
         line; else the innermost frame alone."""
         if not frames:
             return "unknown code"
         inner = frames[-1]
-        for outer, handler in itertools.pairwise(frames):
-            if outer.f_code is not _EXECUTE_CODE:
-                continue
+        # The registered handler's own frame, under whatever middleware; else the frame the
+        # attempt awaits (a decorated handler).
+        candidates = [f for f in frames if f.f_code in self._handler_names]
+        candidates += [h for o, h in itertools.pairwise(frames) if o.f_code is _ATTEMPT_CODE]
+        for handler in candidates:
             name = self._handler_names.get(handler.f_code, handler.f_code.co_qualname)
             text = f"handler {name!r}"
             if with_jobs:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from ._runtime.worker import Worker, WorkerStatistics
+from ._inspect import JobRecord, Stats, StatsRow
 from .app import App
 from .backoff import Backoff, retry_delay_s
 from .config import WorkerSettings
@@ -60,6 +61,7 @@ __all__ = [
     "JobId",
     "JobInfo",
     "JobNotFound",
+    "JobRecord",
     "JobState",
     "JobType",
     "PayloadError",
@@ -68,6 +70,8 @@ __all__ = [
     "Retry",
     "SchemaError",
     "Snooze",
+    "Stats",
+    "StatsRow",
     "Worker",
     "WorkerSettings",
     "WorkerStatistics",

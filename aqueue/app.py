@@ -60,6 +60,7 @@ log = logging.getLogger("aqueue")
 M = TypeVar("M", bound=Message)
 
 APPLICATION_NAME = "aqueue"
+DRAIN_ROUNDS_MAX = 1000  # drain(include_delayed=True) rounds before it gives up
 
 
 class App(HookDecorators, Introspection):
@@ -579,22 +580,40 @@ class App(HookDecorators, Introspection):
             )
         return store
 
-    async def drain(self, concurrency: int = 1, **settings: Any) -> int:
+    async def drain(
+        self, concurrency: int = 1, *, include_delayed: bool = False, **settings: Any
+    ) -> int:
         """Run jobs that are due now until none is due and none is running; return the number
         of attempts run. Jobs that fail are retried only if they come due while draining.
+
+        ``include_delayed=True`` (for tests): jobs not due yet run too, those enqueued with a
+        delay and those waiting out a backoff or a snooze: they are made due now, drained,
+        and again until none of this app's job types waits (a job failing every attempt
+        runs until it is out of tries). It gives up after 1,000 rounds (``RuntimeError``):
+        a handler that keeps enqueueing delayed jobs would otherwise never let it end.
+
         Raises :class:`SchemaError` if the schema is not at this aqueue's migration."""
         if not len(self.registry):
             return 0
-        worker = Worker(
-            await self._checked_store("drain"),
-            self.registry,
-            self._settings(concurrency, settings),
-            listen=False,
-            exit_when_idle=True,
+        store = await self._checked_store("drain")
+        attempts = 0
+        for _ in range(DRAIN_ROUNDS_MAX):
+            worker = Worker(
+                store,
+                self.registry,
+                self._settings(concurrency, settings),
+                listen=False,
+                exit_when_idle=True,
+            )
+            with self._running(worker), _single_error():
+                await worker.run()
+            attempts += worker.statistics().claimed
+            if not include_delayed or not await store.make_due(self.registry.names()):
+                return attempts
+        raise RuntimeError(
+            f"drain(include_delayed=True): delayed jobs still waited after {DRAIN_ROUNDS_MAX} "
+            "rounds (a handler that keeps enqueueing delayed jobs?)"
         )
-        with self._running(worker), _single_error():
-            await worker.run()
-        return worker.statistics().claimed
 
     @contextlib.asynccontextmanager
     async def worker(

@@ -547,6 +547,39 @@ class Store:
         row = rows[0]
         return row[0], row[1], row[2], row[3]
 
+    # -- introspection --------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> asyncpg.Record | None:
+        """Every column of job ``job_id`` (get_job.sql), or ``None``."""
+        rows = await self._fetch("get_job", job_id)
+        return rows[0] if rows else None
+
+    async def list_jobs(
+        self,
+        states: Sequence[str] | None,
+        job_type: str | None,
+        queue: str | None,
+        after_id: int,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        """A page of jobs in id order (list_jobs.sql)."""
+        return await self._fetch(
+            "list_jobs", None if states is None else list(states), job_type, queue, after_id, limit
+        )
+
+    async def retry(self, job_id: int) -> bool:
+        """Put a failed or cancelled job back to pending (retry.sql); whether it was."""
+        return bool(await self._fetch("retry", job_id))
+
+    async def stats(self) -> list[asyncpg.Record]:
+        """The rows of stats.sql."""
+        return await self._fetch("stats")
+
+    async def make_due(self, job_types: Sequence[str]) -> int:
+        """Make every delayed job of ``job_types`` due now (make_due.sql); how many."""
+        rows = await self._fetch("make_due", list(job_types))
+        return int(rows[0][0])
+
     async def db_now(self) -> dt.datetime:
         """The database's clock."""
         rows = await self._fetch("db_now")

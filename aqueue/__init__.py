@@ -18,8 +18,8 @@
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._runtime.worker import Worker, WorkerStatistics
 from ._inspect import JobRecord, Stats, StatsRow
+from ._runtime.worker import Worker, WorkerStatistics
 from .app import App
 from .backoff import Backoff, retry_delay_s
 from .config import WorkerSettings

@@ -45,6 +45,12 @@ def dsn() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def aqueue_dsn(dsn: str) -> str:
+    """aqueue.testing's server: the suite's own (one embedded server, not two)."""
+    return dsn
+
+
 @pytest.fixture
 def schema() -> str:
     return f"t_{secrets.token_hex(6)}"

@@ -580,6 +580,11 @@ class Store:
         rows = await self._fetch("make_due", list(job_types))
         return int(rows[0][0])
 
+    async def drop_schema(self) -> None:
+        """Drop this store's schema and everything in it (aqueue.testing's throwaway
+        schemas only)."""
+        await self._fetch("drop_schema")
+
     async def db_now(self) -> dt.datetime:
         """The database's clock."""
         rows = await self._fetch("db_now")

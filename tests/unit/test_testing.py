@@ -54,3 +54,11 @@ async def test_run_handler_checks_what_enqueue_checks() -> None:
     with pytest.raises(TypeError, match="JobType"):
         await aqueue.testing.run_handler("reads_its_job", Task())  # type: ignore[arg-type]
     assert seen == []
+
+
+async def test_run_handler_returns_what_the_handler_returned() -> None:
+    @app.job(payload=Task, result=Task, name="doubles")
+    async def doubles(payload: Task) -> Task:
+        return Task(n=payload.n * 2)
+
+    assert await aqueue.testing.run_handler(doubles, Task(n=4)) == Task(n=8)

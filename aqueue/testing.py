@@ -72,6 +72,8 @@ else:
 
 
 WAITING = (JobState.PENDING, JobState.ERROR)
+# What bind() points elsewhere and gives back: where the App connects, and its connection.
+_BOUND = ("_dsn", "_given_engine", "schema", "_store", "_own_engine", "_dsn_in_use", "_closed")
 
 
 async def run_handler(
@@ -175,17 +177,10 @@ async def bind(app: App, dsn: str, schema: str | None = None) -> AsyncIterator[A
     if app._workers:
         raise RuntimeError("bind: the app has running workers; stop them first")
     schema = validate_schema(schema or f"aqueue_test_{secrets.token_hex(5)}")
-    saved = (
-        app._dsn,
-        app._given_engine,
-        app.schema,
-        app._store,
-        app._own_engine,
-        app._dsn_in_use,
-        app._closed,
-    )
-    app._dsn, app._given_engine, app.schema = dsn, None, schema
-    app._store, app._own_engine, app._dsn_in_use, app._closed = None, None, None, False
+    saved = {name: getattr(app, name) for name in _BOUND}
+    fresh = {"_dsn": dsn, "schema": schema, "_closed": False}
+    for name in _BOUND:
+        setattr(app, name, fresh.get(name))
     try:
         await app.migrate()
         yield app
@@ -200,15 +195,8 @@ async def bind(app: App, dsn: str, schema: str | None = None) -> AsyncIterator[A
                 await store.pool.close()
             if own_engine is not None:
                 await own_engine.close()
-            (
-                app._dsn,
-                app._given_engine,
-                app.schema,
-                app._store,
-                app._own_engine,
-                app._dsn_in_use,
-                app._closed,
-            ) = saved
+            for name, value in saved.items():
+                setattr(app, name, value)
 
 
 # -- the pytest plugin (pytest_plugins = ["aqueue.testing"]) -----------------------------

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -468,75 +468,81 @@ class Store:
     async def listen(self, on_notify: Callable[[str], None]) -> AsyncIterator[Listening]:
         """Hold one pooled connection LISTENing on this schema's channel; ``on_notify`` gets
         each payload (it must only signal). Yields a :class:`Listening`: its ``lost`` event
-        is set when the connection is lost; ``ping()`` checks that it still answers."""
+        is set when the connection is lost; ``ping()`` checks that it still answers. Leaving
+        gives leadership up (if it was taken) before the connection goes back to the pool."""
         lost = anyio.Event()
+        held: list[Listening] = []
 
-        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            on_notify(str(payload))
+        async def resign(_conn: asyncpg.Connection) -> None:
+            await held[0].resign()
 
-        def terminated(_conn: object) -> None:
-            lost.set()
-
-        async with self._connect("listen") as conn:
-            await conn.add_listener(self.channel, notified)
-            conn.add_termination_listener(terminated)
-            listening = Listening(self, conn, lost)
-            try:
-                yield listening
-            except DatabaseError:
-                # Lost, or not answering: UNLISTEN (or the pool waiting on a cancelled
-                # ping) would only wait on it. Closed here, never pooled again (its
-                # backend's exit releases leadership).
-                await _stop_listening(conn, terminated, None)
-                raise
-            except BaseException:
-                await listening.resign()
-                await _stop_listening(conn, terminated, (self.channel, notified))
-                raise
-            await listening.resign()
-            await _stop_listening(conn, terminated, (self.channel, notified))
+        async with self._listening("listen", self.channel, on_notify, lost, resign) as conn:
+            held.append(Listening(self, conn, lost))
+            yield held[0]
 
     @contextlib.asynccontextmanager
     async def awaiting(self, job_id: int) -> AsyncIterator[Awaiting]:
         """Hold one pooled connection LISTENing for the end of job ``job_id`` (see
         await_job.sql), registered as its waiter until the block exits. Check the job's
         state (:meth:`job_end`) after entering: an end committed before is not notified."""
-        channel = sql.ended_channel_for(self.schema)
         awaiting = Awaiting(job_id)
+        waiter: list[int] = []
+
+        async def unawait(conn: asyncpg.Connection) -> None:
+            # Best effort, bounded: a row left behind is removed by the leader a day later.
+            if not waiter or conn.is_closed():
+                return
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(5),
+                contextlib.suppress(DatabaseError),
+                self._statement("unawait"),
+            ):
+                await conn.execute(self._sql["unawait"], waiter[0])
+
+        channel = sql.ended_channel_for(self.schema)
+        async with self._listening(
+            "await_job", channel, awaiting.notified, awaiting.lost, unawait
+        ) as conn:
+            with self._statement("await_job"):
+                waiter.append(await conn.fetchval(self._sql["await_job"], job_id))
+            yield awaiting
+
+    @contextlib.asynccontextmanager
+    async def _listening(
+        self,
+        operation: str,
+        channel: str,
+        on_payload: Callable[[str], None],
+        lost: anyio.Event,
+        before_release: Callable[[asyncpg.Connection], Awaitable[None]],
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection LISTENing on ``channel`` for the block: ``on_payload`` gets each
+        payload, ``lost`` is set if the connection goes. Leaving runs ``before_release``
+        and UNLISTENs, unless the block raised :class:`DatabaseError` (lost, or not
+        answering: UNLISTEN would only wait on it), which closes the connection instead."""
 
         def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            awaiting.notified(str(payload))
+            on_payload(str(payload))
 
         def terminated(_conn: object) -> None:
-            awaiting.lost.set()
+            lost.set()
 
-        async with self._connect("await_job") as conn:
+        async with self._connect(operation) as conn:
             await conn.add_listener(channel, notified)
             conn.add_termination_listener(terminated)
-            waiter_id = None
             try:
-                waiter_id = await conn.fetchval(self._sql["await_job"], job_id)
-                yield awaiting
+                yield conn
             except DatabaseError:
+                # Closed here, never pooled again (a leader's backend exits: the lock goes).
                 await _stop_listening(conn, terminated, None)
                 raise
             except BaseException:
-                await self._unawait(conn, waiter_id)
+                await before_release(conn)
                 await _stop_listening(conn, terminated, (channel, notified))
                 raise
-            await self._unawait(conn, waiter_id)
+            await before_release(conn)
             await _stop_listening(conn, terminated, (channel, notified))
-
-    async def _unawait(self, conn: asyncpg.Connection, waiter_id: int | None) -> None:
-        # Best effort, bounded: a row left behind is removed by the leader a day later.
-        if waiter_id is None or conn.is_closed():
-            return
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(5),
-            contextlib.suppress(*_driver_errors()),
-        ):
-            await conn.execute(self._sql["unawait"], waiter_id)
 
     async def job_end(self, job_id: int) -> tuple[str, str, bytes | None, str | None] | None:
         """Job ``job_id``'s state, job type, result and failure_info; ``None`` when there

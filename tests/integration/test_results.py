@@ -81,31 +81,24 @@ async def test_result_raises_job_failed_with_the_failure_info(app: aqueue.App) -
     assert "RuntimeError" in caught.value.failure_info
 
 
-async def test_result_raises_job_cancelled_when_cancelled_while_waiting(app: aqueue.App) -> None:
-    @app.job(payload=Task)
-    async def later(payload: Task) -> None:
-        pass
-
-    job_id = await app.enqueue(later, Task(), delay=3600)
+async def test_result_raises_job_cancelled_when_cancelled_while_waiting(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str, later: int
+) -> None:
     async with anyio.create_task_group() as tg:
 
-        async def cancel_soon() -> None:
-            await anyio.sleep(0.2)  # let the waiter start waiting (either order must work)
-            assert await app.cancel(job_id)
+        async def cancel_once_waiting() -> None:
+            await _until(pg, f"SELECT count(*) FROM {schema}.awaited", 1)
+            assert await app.cancel(later)
 
-        tg.start_soon(cancel_soon)
+        tg.start_soon(cancel_once_waiting)
         with pytest.raises(aqueue.JobCancelled):
-            await app.result(job_id, timeout=10)
+            await app.result(later, timeout=10)
 
 
 async def test_result_times_out_and_leaves_the_job_alone(
-    app: aqueue.App, pg: asyncpg.Connection, schema: str
+    app: aqueue.App, pg: asyncpg.Connection, schema: str, later: int
 ) -> None:
-    @app.job(payload=Task)
-    async def later(payload: Task) -> None:
-        pass
-
-    job_id = await app.enqueue(later, Task(), delay=3600)
+    job_id = later
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         await app.result(job_id, timeout=0.3)
@@ -142,6 +135,17 @@ async def test_a_handler_returning_the_wrong_type_fails_the_attempt_readably(
     assert "Task" in caught.value.failure_info
 
 
+@pytest.fixture
+async def later(app: aqueue.App) -> int:
+    """The id of a job due in an hour: it waits, untouched, through the test."""
+
+    @app.job(payload=Task)
+    async def someday(payload: Task) -> None:
+        pass
+
+    return await app.enqueue(someday, Task(), delay=3600)
+
+
 async def _until(pg: asyncpg.Connection, query: str, want: int) -> None:
     async def probe() -> object:
         return await pg.fetchval(query)
@@ -150,13 +154,9 @@ async def _until(pg: asyncpg.Connection, query: str, want: int) -> None:
 
 
 async def test_result_raises_database_error_when_its_connection_is_cut(
-    app: aqueue.App, pg: asyncpg.Connection, schema: str
+    app: aqueue.App, pg: asyncpg.Connection, schema: str, later: int
 ) -> None:
-    @app.job(payload=Task)
-    async def later(payload: Task) -> None:
-        pass
-
-    job_id = await app.enqueue(later, Task(), delay=3600)
+    job_id = later
     async with anyio.create_task_group() as tg:
 
         async def cut() -> None:
@@ -171,3 +171,12 @@ async def test_result_raises_database_error_when_its_connection_is_cut(
         tg.start_soon(cut)
         with pytest.raises(aqueue.DatabaseError, match="lost"):
             await app.result(job_id, timeout=10)  # not a silent wait until the timeout
+
+
+async def test_result_on_a_schema_never_migrated_raises_schema_error(dsn: str) -> None:
+    unmigrated = aqueue.App(dsn, schema="t_never_migrated")
+    try:
+        with pytest.raises(aqueue.SchemaError, match="migrate"):
+            await unmigrated.result(1, timeout=5)
+    finally:
+        await unmigrated.close()

@@ -4,9 +4,11 @@ about one maintenance interval after the leader is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -32,6 +34,32 @@ def start(dsn: str, schema: str, path: Path, *args: str) -> WorkerProcess:
         *args,
         app=APP,
     )
+
+
+@contextlib.asynccontextmanager
+async def fleet(
+    dsn: str, schema: str, folder: Path, count: int, *args: str
+) -> AsyncIterator[list[WorkerProcess]]:
+    """``count`` started worker processes, killed (and resumed, if stopped) on the way out."""
+    workers = [start(dsn, schema, folder / f"worker-{i}.log", *args) for i in range(count)]
+    try:
+        for worker in workers:
+            await worker.wait_started()
+        yield workers
+    finally:
+        for worker in workers:
+            worker.signal(signal.SIGCONT)
+            worker.kill()
+
+
+async def the_leader(workers: list[WorkerProcess]) -> WorkerProcess:
+    """The one worker whose log says it leads (waiting for it)."""
+
+    async def leaders() -> list[WorkerProcess]:
+        return [w for w in workers if LEADS in w.output()]
+
+    (leader,) = await eventually(leaders, lambda found: len(found) == 1, timeout_s=10)
+    return leader
 
 
 async def ticks(pg: asyncpg.Connection, schema: str) -> list[float]:
@@ -94,15 +122,8 @@ async def test_three_workers_make_one_job_per_tick_and_no_burst_after_downtime(
 async def test_leadership_passes_within_an_interval_after_the_leader_is_killed(
     dsn: str, schema: str, app: aqueue.App, pg: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    workers = [start(dsn, schema, tmp_path / f"worker-{i}.log") for i in range(3)]
-    try:
-        for worker in workers:
-            await worker.wait_started()
-
-        async def leaders() -> list[WorkerProcess]:
-            return [w for w in workers if LEADS in w.output()]
-
-        (leader,) = await eventually(leaders, lambda found: len(found) == 1, timeout_s=10)
+    async with fleet(dsn, schema, tmp_path, 3) as workers:
+        leader = await the_leader(workers)
         before = len(await ticks(pg, schema))
         leader.kill()  # SIGKILL: no goodbye, its backend notices the closed socket
         killed_at = time.monotonic()
@@ -123,9 +144,6 @@ async def test_leadership_passes_within_an_interval_after_the_leader_is_killed(
 
         await eventually(count, lambda n: n >= before + 2, timeout_s=10)
         assert LEADS not in next(w for w in others if w is not successor).output()
-    finally:
-        for worker in workers:
-            worker.kill()
 
 
 async def test_a_stopped_leader_whose_lease_expires_is_replaced(
@@ -135,15 +153,8 @@ async def test_a_stopped_leader_whose_lease_expires_is_replaced(
     up. Once its lease has expired, the next worker that tries to lead ends that backend."""
     lease_s = 2.0
     args = ("--lease-s", str(lease_s))
-    workers = [start(dsn, schema, tmp_path / f"worker-{i}.log", *args) for i in range(2)]
-    try:
-        for worker in workers:
-            await worker.wait_started()
-
-        async def leaders() -> list[WorkerProcess]:
-            return [w for w in workers if LEADS in w.output()]
-
-        (leader,) = await eventually(leaders, lambda found: len(found) == 1, timeout_s=10)
+    async with fleet(dsn, schema, tmp_path, 2, *args) as workers:
+        leader = await the_leader(workers)
         (other,) = [w for w in workers if w is not leader]
         leader.signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
@@ -161,7 +172,3 @@ async def test_a_stopped_leader_whose_lease_expires_is_replaced(
         await eventually(count, lambda n: n >= before + 2, timeout_s=10)
         leader.signal(signal.SIGCONT)  # it finds its connection gone, and leads no more
         await leader.wait_output("no longer leads", "listen: reconnected", timeout_s=20)
-    finally:
-        for worker in workers:
-            worker.signal(signal.SIGCONT)
-            worker.kill()

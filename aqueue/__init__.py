@@ -36,7 +36,7 @@ from .errors import (
     PayloadError,
     SchemaError,
 )
-from .hooks import JobContext, JobEvent
+from .hooks import CallNext, JobContext, JobEvent
 from .jobs import JobId, JobInfo, JobState, current_job
 from .periodic import PeriodicEntry
 from .registry import JobDeclaration, JobType, declare
@@ -49,6 +49,7 @@ __all__ = [
     "AppClosedError",
     "AqueueError",
     "Backoff",
+    "CallNext",
     "ConfigurationError",
     "DatabaseError",
     "Discard",

@@ -175,3 +175,21 @@ async def test_flow(fresh_db: str) -> None:
     assert max(mailed) - min(mailed) >= 1.0
     assert "completed 11, failed 1, retried 1, snoozed 1" in out  # the sync and 10 mails
     assert "raised ValueError; discarded" in done.stderr  # its final failure, logged
+
+
+async def test_lifecycle(fresh_db: str) -> None:
+    done = await anyio.to_thread.run_sync(
+        lambda: run(["-m", "examples.lifecycle"], {"AQUEUE_DSN": fresh_db})
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "result: ADA" in out  # app.result, decoded
+    assert "failed: RuntimeError: cannot greet bob" in out  # JobFailed.failure_info
+    assert "REPORT job 2 failed for good: RuntimeError('cannot greet bob')" in out  # the hook
+    assert out.count("tick\n") >= 2  # the periodic entry, one job per second
+    assert "shout job 1 took" in out  # the middleware
+    assert 'job 1: completed, result name: "ADA"' in out  # get_job
+    assert "failed jobs: [2]" in out  # list_jobs
+    assert "retried job 2: True" in out  # retry
+    waiting = int(out.split("waiting now: ")[1].split()[0])
+    assert waiting >= 1  # stats: the retried job (and a tick the worker left, if any)

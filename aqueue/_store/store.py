@@ -852,10 +852,14 @@ class Listening:
         """Try once to become the leader (lead.sql): whether this connection now holds the
         lock, and how many backends of a leader whose lease expired this try ended."""
         async with self._lock:
-            with self._store._statement("lead"):
-                row = await self._conn.fetchrow(
-                    self._store._sql["lead"], self._store.schema, worker_id, timeout=timeout_s
-                )
+            try:
+                with self._store._statement("lead"):
+                    row = await self._conn.fetchrow(
+                        self._store._sql["lead"], self._store.schema, worker_id, timeout=timeout_s
+                    )
+            except DatabaseError:
+                self._fail()  # the notifier pings it at once: an answer, or a new connection
+                raise
         assert row is not None
         if row[0]:
             self.leading = True

@@ -157,9 +157,9 @@ async def test_one_of_several_workers_leads_and_another_takes_over_when_it_stops
     other.job(payload=Task, name="idle")(idle.handler)
     try:
         async with other.worker(maintenance_interval_s=0.2) as second:
+            with anyio.fail_after(5):  # alone, it leads
+                await second.wait_until(lambda s: s.leading)
             async with app.worker(maintenance_interval_s=0.2) as first:
-                with anyio.fail_after(5):
-                    await second.wait_until(lambda s: s.leading)
                 # The other tries once per interval and never gets it while it is held.
                 await anyio.sleep(0.6)
                 assert not first.statistics().leading

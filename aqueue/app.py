@@ -124,6 +124,7 @@ class App(HookDecorators, Introspection):
         self._workers: dict[Worker, anyio.Event] = {}
         self._closed = False
         self._periodic: dict[str, PeriodicEntry] = {}
+        self._result_waits: dict[anyio.CancelScope, anyio.Event] = {}  # result() calls
 
     # -- job types ------------------------------------------------------------------------
 
@@ -509,7 +510,7 @@ class App(HookDecorators, Introspection):
         :class:`aqueue.JobNotFound` when there is no such job (never enqueued, not
         committed yet, or pruned by retention), ``TimeoutError`` when ``timeout`` seconds
         pass first (the job is left alone), :class:`DatabaseError` when the database fails
-        meanwhile.
+        meanwhile, :class:`AppClosedError` when :meth:`close` ends the wait.
         """
         if isinstance(job_id, bool) or not isinstance(job_id, int):
             raise TypeError(f"job_id must be an int, got {job_id!r}")
@@ -518,21 +519,30 @@ class App(HookDecorators, Introspection):
         ):
             raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
         store = await self._get_store()
-        with anyio.fail_after(timeout):
-            async with store.awaiting(job_id) as awaiting:
-                while True:
-                    awaiting.rearm()
-                    end = await store.job_end(job_id)
-                    if end is None:
-                        raise JobNotFound(job_id)
-                    state, job_type, raw, failure_info = end
-                    if state == "completed":
-                        return self._decode_result(job_type, raw)
-                    if state == "failed":
-                        raise JobFailed(job_id, failure_info)
-                    if state == "cancelled":
-                        raise JobCancelled(job_id)
-                    await awaiting.wait()
+        # close() cancels this wait (its pool could not close while the wait holds a
+        # connection): then AppClosedError.
+        scope, done = anyio.CancelScope(), anyio.Event()
+        self._result_waits[scope] = done
+        try:
+            with scope, anyio.fail_after(timeout):
+                async with store.awaiting(job_id) as awaiting:
+                    while True:
+                        awaiting.rearm()
+                        end = await store.job_end(job_id)
+                        if end is None:
+                            raise JobNotFound(job_id)
+                        state, job_type, raw, failure_info = end
+                        if state == "completed":
+                            return self._decode_result(job_type, raw)
+                        if state == "failed":
+                            raise JobFailed(job_id, failure_info)
+                        if state == "cancelled":
+                            raise JobCancelled(job_id)
+                        await awaiting.wait()
+        finally:
+            del self._result_waits[scope]
+            done.set()
+        raise AppClosedError(f"the app was closed while result() waited for job {job_id}")
 
     def _decode_result(self, job_type: str, raw: bytes | None) -> Any:
         if raw is None:
@@ -686,10 +696,16 @@ class App(HookDecorators, Introspection):
             done.set()
 
     async def close(self) -> None:
-        """Stop this app's running workers (gracefully: as :meth:`Worker.stop`, waiting for
-        them), then release the database pool (never an engine passed in). The app is done
+        """End waiting :meth:`result` calls (they raise :class:`AppClosedError`), stop this
+        app's running workers (gracefully: as :meth:`Worker.stop`, waiting for them), then
+        release the database pool (never an engine passed in). The app is done
         after this: any further use raises :class:`AppClosedError`. Closing twice is fine."""
         self._closed = True
+        waits = list(self._result_waits.items())
+        for scope, _ in waits:
+            scope.cancel()
+        for _, done in waits:
+            await done.wait()
         workers = list(self._workers.items())
         for worker, _ in workers:
             worker.stop()

@@ -180,3 +180,26 @@ async def test_result_on_a_schema_never_migrated_raises_schema_error(dsn: str) -
             await unmigrated.result(1, timeout=5)
     finally:
         await unmigrated.close()
+
+
+async def test_closing_the_app_ends_a_waiting_result_call(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str, later: int
+) -> None:
+    """The pool cannot close while a wait holds one of its connections: close() ends the
+    wait first (AppClosedError), instead of hanging until the wait's timeout."""
+    raised: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            try:
+                await app.result(later)  # no timeout
+            except aqueue.AppClosedError as exc:
+                raised.append(exc)
+
+        tg.start_soon(wait)
+        await _until(pg, f"SELECT count(*) FROM {schema}.awaited", 1)
+        with anyio.fail_after(5):
+            await app.close()
+    assert len(raised) == 1
+    assert f"job {later}" in str(raised[0])
+    assert await pg.fetchval(f"SELECT count(*) FROM {schema}.awaited") == 0  # it unregistered

@@ -16,7 +16,7 @@ nox.options.sessions = ["lint", "typecheck", "tests", "tests_lowest"]
 nox.options.reuse_venv = "yes"
 
 LINT_TOOLS = ["ruff==0.17.6"]
-TYPE_TOOLS = ["mypy==2.4.1", "types-protobuf", "asyncpg-stubs"]
+TYPE_TOOLS = ["mypy==2.4.1", "types-protobuf", "asyncpg-stubs", "pytest"]  # aqueue.testing
 PEERS = ["pgqueuer==1.6.0", "procrastinate==3.10.0"]  # the bench session's comparison only
 PROTO_TOOLS = ["grpcio-tools==1.85.1", "mypy-protobuf==5.1.0"]  # as pinned in the test extra
 

@@ -18,7 +18,7 @@ from .logs import Throttled
 
 log = logging.getLogger("aqueue.worker")
 
-LEAD_TIMEOUT_S = 5.0
+LEAD_TIMEOUT_S = 2.0  # a try that does not answer in time gets the connection pinged
 
 
 class Leadership:

@@ -153,6 +153,16 @@ async def test_the_quickstart_greets_through_the_plugin(
     assert record is not None and record.state is aqueue.JobState.COMPLETED  # noqa: PT018
 
 
+async def test_assert_enqueued_reads_a_type_the_app_does_not_register(
+    aqueue_app: aqueue.App,
+) -> None:
+    await aqueue_app.enqueue("elsewhere", Greeting(name="Bo"))
+    (found,) = await aqueue.testing.assert_enqueued(aqueue_app, "elsewhere", Greeting(name="Bo"))
+    assert found.payload == Greeting(name="Bo").SerializeToString()  # stored raw
+    with pytest.raises(AssertionError, match=r"(?s)found 0\..*<\d+ raw bytes>"):
+        await aqueue.testing.assert_enqueued(aqueue_app, "elsewhere", Greeting(name="Al"))
+
+
 class TestFlowExample:
     """examples/flow.py's handlers, through the plugin bound to its app."""
 

@@ -135,11 +135,14 @@ class Introspection:
         return [self._record(row) for row in rows]
 
     async def retry(self, job_id: int) -> bool:
-        """Run a ``failed`` or ``cancelled`` job again: it becomes ``pending``, due now,
-        ``try_count`` 0, its ``failure_info`` kept as the history of why it ended; idle
-        workers are told at once. ``False``, and nothing changes, for a job in any other
-        state or none (two concurrent calls: one ``True``). A unique key the job held is not
-        taken again."""
+        """Run a ``failed`` or ``cancelled`` job again: due now, with a fresh budget of
+        tries (``max_tries`` grows by the job's ``max_tries``), its ``failure_info`` kept as
+        the history of why it ended; idle workers are told at once. Its state is ``pending``
+        if it never ran, else ``error``: attempt numbers keep counting, because a job
+        cancelled while running may still have that attempt running, and a number reused
+        would let that attempt's late write pass for the new one's. ``False``, and nothing
+        changes, for a job in any other state or none (two concurrent calls: one ``True``).
+        A unique key the job held is not taken again."""
         _check_id(job_id, "job_id")
         store = await self._get_store()
         return await store.retry(job_id)

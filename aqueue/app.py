@@ -60,6 +60,7 @@ log = logging.getLogger("aqueue")
 M = TypeVar("M", bound=Message)
 
 APPLICATION_NAME = "aqueue"
+RESULT_RECHECK_S = 30.0  # result() looks at the job this often even without a NOTIFY
 DRAIN_ROUNDS_MAX = 1000  # drain(include_delayed=True) rounds before it gives up
 
 
@@ -538,7 +539,10 @@ class App(HookDecorators, Introspection):
                             raise JobFailed(job_id, failure_info)
                         if state == "cancelled":
                             raise JobCancelled(job_id)
-                        await awaiting.wait()
+                        # Told by NOTIFY; a look at the table now and then all the same (a
+                        # worker of an older release ends jobs without telling waiters).
+                        with anyio.move_on_after(RESULT_RECHECK_S):
+                            await awaiting.wait()
         finally:
             del self._result_waits[scope]
             done.set()

@@ -72,7 +72,8 @@ async def main() -> None:
         print(f"failed jobs: {[j.id for j in await app.list_jobs(state='failed')]}", flush=True)
         print(f"retried job {bad}: {await app.retry(bad)}", flush=True)
         stats = await app.stats()
-        print(f"waiting now: {stats.count(state='pending')}", flush=True)
+        waiting = stats.count(state="pending") + stats.count(state="error")
+        print(f"waiting now: {waiting}", flush=True)
 
 
 if __name__ == "__main__":

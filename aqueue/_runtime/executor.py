@@ -132,7 +132,11 @@ class Executor:
             return await _chain(hooks, context, job_type.handler, message, 0)
 
         outcome, raised = await self._attempt(job, job_type, wrapped, payload)
-        await self._after(hooks, outcome, JobEvent(context, raised, time.monotonic() - started))
+        # Shielded: the outcome is decided, and a stop or cancel arriving while a hook runs
+        # must not turn it into a hand-back (the handler would run again). Each hook is
+        # bounded by HOOK_TIMEOUT_S all the same.
+        with anyio.CancelScope(shield=True):
+            await self._after(hooks, outcome, JobEvent(context, raised, time.monotonic() - started))
         return outcome
 
     async def _attempt(

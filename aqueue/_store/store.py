@@ -40,6 +40,7 @@ _ASYNCPG_ERRORS = (asyncpg.PostgresError, *BROKEN)
 # The worker's statements share this many pooled connections, whatever the pool's size:
 # with its LISTEN connection, a worker holds WORKER_CONNECTIONS + 1 connections.
 WORKER_CONNECTIONS = 2
+DIRECT_CONNECT_TIMEOUT_S = 10.0  # App.result's own connection
 # undefined_table, undefined_object (a type), invalid_schema_name, undefined_function: one of
 # aqueue's statements finding its own tables, types or functions missing.
 _UNMIGRATED = frozenset({"42P01", "42704", "3F000", "42883"})
@@ -136,6 +137,22 @@ class Store:
         with self._statement(operation):
             async with self.pool.acquire() as driver:
                 yield driver
+
+    @contextlib.asynccontextmanager
+    async def _direct(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own, outside the pool, closed on the way out."""
+        with self._statement(operation):
+            conn = await self.pool.connect_direct(DIRECT_CONNECT_TIMEOUT_S, self.application_name)
+        try:
+            yield conn
+        finally:
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(5),
+                contextlib.suppress(*_driver_errors()),
+            ):
+                await conn.close()
+            conn.terminate()  # a no-op once closed; else the socket goes now
 
     async def _fetch(
         self, name: str, *args: Any, timeout_s: float | None = None
@@ -476,13 +493,16 @@ class Store:
         async def resign(_conn: asyncpg.Connection) -> None:
             await held[0].resign()
 
-        async with self._listening("listen", self.channel, on_notify, lost, resign) as conn:
+        async with self._listening(
+            self._connect("listen"), self.channel, on_notify, lost, resign
+        ) as conn:
             held.append(Listening(self, conn, lost))
             yield held[0]
 
     @contextlib.asynccontextmanager
     async def awaiting(self, job_id: int) -> AsyncIterator[Awaiting]:
-        """Hold one pooled connection LISTENing for the end of job ``job_id`` (see
+        """Hold a connection of its own (outside the pool: waiters must never starve the
+        pool that workers and enqueues share) LISTENing for the end of job ``job_id`` (see
         await_job.sql), registered as its waiter until the block exits. Check the job's
         state (:meth:`job_end`) after entering: an end committed before is not notified."""
         awaiting = Awaiting(job_id)
@@ -502,7 +522,7 @@ class Store:
 
         channel = sql.ended_channel_for(self.schema)
         async with self._listening(
-            "await_job", channel, awaiting.notified, awaiting.lost, unawait
+            self._direct("await_job"), channel, awaiting.notified, awaiting.lost, unawait
         ) as conn:
             with self._statement("await_job"):
                 waiter.append(await conn.fetchval(self._sql["await_job"], job_id))
@@ -511,7 +531,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def _listening(
         self,
-        operation: str,
+        connection: contextlib.AbstractAsyncContextManager[asyncpg.Connection],
         channel: str,
         on_payload: Callable[[str], None],
         lost: anyio.Event,
@@ -528,7 +548,7 @@ class Store:
         def terminated(_conn: object) -> None:
             lost.set()
 
-        async with self._connect(operation) as conn:
+        async with connection as conn:
             await conn.add_listener(channel, notified)
             conn.add_termination_listener(terminated)
             try:
@@ -876,7 +896,7 @@ class Listening:
             contextlib.suppress(DatabaseError),
             self._store._statement("resign"),
         ):
-            await self._conn.fetchval(self._store._sql["resign"], self._store.schema)
+            await self._conn.fetchval(self._store._sql["resign"])
             self.leading = False
         if self.leading:
             # Not released: a pooled connection must not keep it; closing releases it.

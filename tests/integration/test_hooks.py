@@ -266,3 +266,30 @@ async def test_hooks_and_middleware_must_be_async(app: aqueue.App) -> None:
 
     with pytest.raises(TypeError, match="positional"):
         app.on_job_start(no_args)  # type: ignore[arg-type]
+
+
+async def test_a_stop_while_a_hook_runs_keeps_the_outcome(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """The attempt completed; a slow success hook is still running when the worker stops:
+    the job stays completed, it is not handed back to run again."""
+    ran: list[int] = []
+    in_hook = anyio.Event()
+
+    @app.on_job_success
+    async def slow_report(event: aqueue.JobEvent) -> None:
+        in_hook.set()
+        await anyio.sleep(1.0)
+
+    @app.job(payload=Task)
+    async def work(payload: Task) -> None:
+        ran.append(1)
+
+    job_id = await app.enqueue(work, Task())
+    async with app.worker(shutdown_timeout_s=0.1) as worker:
+        with anyio.fail_after(10):
+            await in_hook.wait()
+        worker.stop(graceful=False)  # cancels the job's task while the hook runs
+    assert (await state_of(pg, schema, job_id))["state"] == "completed"
+    assert ran == [1]
+    assert worker.statistics().released == 0

@@ -177,10 +177,14 @@ async def test_retry_brings_failed_and_cancelled_jobs_back_and_nothing_else(
     assert sorted(results) == [False, True]
     after = await app.get_job(broken)
     assert after is not None
-    assert (after.state, after.try_count) == (aqueue.JobState.PENDING, 0)
+    # A fresh budget of tries; attempt numbers keep counting (never reused).
+    assert (after.state, after.try_count, after.max_tries) == (aqueue.JobState.ERROR, 1, 2)
     assert after.failure_info == before.failure_info  # kept as history
     assert after.queued == before.queued
     assert await app.retry(cancelled)
+    never_ran = await app.get_job(cancelled)
+    assert never_ran is not None
+    assert (never_ran.state, never_ran.try_count) == (aqueue.JobState.PENDING, 0)
 
     async with app.worker() as worker:
         with anyio.fail_after(10):
@@ -188,7 +192,7 @@ async def test_retry_brings_failed_and_cancelled_jobs_back_and_nothing_else(
     assert (await app.get_job(cancelled)).state is aqueue.JobState.COMPLETED  # type: ignore[union-attr]
     redone = await app.get_job(broken)
     assert redone is not None and redone.state is aqueue.JobState.FAILED  # noqa: PT018
-    assert redone.try_count == 1
+    assert redone.try_count == 2  # its second attempt, out of its new budget
 
 
 async def test_a_retried_job_wakes_an_idle_worker(
@@ -248,3 +252,36 @@ def _plan_nodes(node: dict[str, object]) -> list[dict[str, object]]:
     for child in node.get("Plans", []):  # type: ignore[attr-defined]
         found += _plan_nodes(child)
     return found
+
+
+async def test_retrying_a_job_cancelled_while_running_never_reuses_its_attempt_number(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str
+) -> None:
+    """Cancelled while its handler runs (and takes a while to stop), then retried at once:
+    the same worker claims it again while the old attempt is still ending. The new attempt
+    has a number of its own, so it completes and nothing is left running."""
+    started = anyio.Event()
+
+    @app.job(payload=Task)
+    async def slow_to_stop(payload: Task) -> None:
+        if aqueue.current_job().attempt == 1:
+            started.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.5)  # still ending when the retry is claimed
+
+    job_id = await app.enqueue(slow_to_stop, Task())
+    async with app.worker(concurrency=2) as worker:
+        with anyio.fail_after(10):
+            await started.wait()
+        assert await app.cancel(job_id)
+        assert await app.retry(job_id)
+        with anyio.fail_after(10):
+            await worker.wait_until(lambda s: s.completed == 1)
+    record = await app.get_job(job_id)
+    assert record is not None
+    assert (record.state, record.try_count) == (aqueue.JobState.COMPLETED, 2)
+    running = await pg.fetchval(f"SELECT count(*) FROM {schema}.jobs_running")
+    assert running == 0

@@ -203,3 +203,56 @@ async def test_closing_the_app_ends_a_waiting_result_call(
     assert len(raised) == 1
     assert f"job {later}" in str(raised[0])
     assert await pg.fetchval(f"SELECT count(*) FROM {schema}.awaited") == 0  # it unregistered
+
+
+async def test_a_job_ending_while_its_waiter_registers_is_not_missed(
+    app: aqueue.App, pg: asyncpg.Connection, schema: str, later: int
+) -> None:
+    """The ending transaction has run ended() (nobody waited yet) but not committed when the
+    waiter registers: the waiter waits for it to commit, then sees the end (no NOTIFY
+    needed). Before, it saw the job still waiting and no NOTIFY ever came."""
+    async with pg.transaction():
+        assert await pg.fetchval(f"SELECT {schema}.cancel($1)", later) == "pending"
+        raised: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                try:
+                    await app.result(later, timeout=20)
+                except aqueue.JobCancelled as exc:
+                    raised.append(exc)
+
+            tg.start_soon(wait)
+            # The waiter is held on the lock the ending transaction shares.
+            await _until(
+                pg,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                1,
+            )
+            t0 = anyio.current_time()
+            await pg.execute("COMMIT; BEGIN")  # commit the cancel; the block's own ends later
+        assert anyio.current_time() - t0 < 5  # not the 20 s timeout, nor the 30 s re-check
+    assert len(raised) == 1
+
+
+async def test_many_waiters_do_not_starve_the_apps_pool(app: aqueue.App) -> None:
+    """Each result() call listens on a connection of its own: a dozen waiters (more than the
+    pool holds) leave the pool to the worker and the enqueues."""
+
+    @app.job(payload=Task, result=Task)
+    async def slowish(payload: Task) -> Task:
+        await anyio.sleep(0.2)
+        return Task(n=payload.n)
+
+    ids = await app.enqueue_many(slowish, [Task(n=n) for n in range(12)])
+    got: dict[int, object] = {}
+    async with app.worker(concurrency=20):
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                for job_id in ids:
+
+                    async def wait(job_id: int = job_id) -> None:
+                        got[job_id] = await app.result(job_id, timeout=10)
+
+                    tg.start_soon(wait)
+    assert got == {job_id: Task(n=n) for n, job_id in enumerate(ids)}

@@ -27,7 +27,11 @@ CREATE INDEX awaited_job_idx ON {schema}.awaited (job_id);
 -- Tell the waiters of any of ids (jobs that just ended) that they ended: one NOTIFY with the
 -- awaited ids ('*' when they do not fit a payload). An index probe on a table that is
 -- empty but for waiting calls, so statements that end jobs call it on every batch. Returns
--- how many of ids are awaited.
+-- how many of ids are awaited. It holds a shared advisory lock until its transaction ends,
+-- and a waiter registers under the exclusive one (await_job.sql): a waiter registered while
+-- an ending transaction was in flight would see neither that end (not committed yet) nor
+-- its NOTIFY (the awaited row was not there yet); with the lock it waits for that
+-- transaction to commit, and then sees the end.
 CREATE FUNCTION {schema}.ended(ids bigint[])
 RETURNS int
 LANGUAGE plpgsql
@@ -40,6 +44,7 @@ BEGIN
     IF coalesce(cardinality(ids), 0) = 0 THEN
         RETURN 0;
     END IF;
+    PERFORM pg_advisory_xact_lock_shared(hashtext('aqueue.ended'), hashtext('{schema}'));
     SELECT string_agg(DISTINCT a.job_id::text, ' '), count(DISTINCT a.job_id)
     INTO found_ids, n
     FROM {schema}.awaited AS a WHERE a.job_id = ANY(ids);

@@ -209,8 +209,8 @@ async def test_a_job_ending_while_its_waiter_registers_is_not_missed(
     app: aqueue.App, pg: asyncpg.Connection, schema: str, later: int
 ) -> None:
     """The ending transaction has run ended() (nobody waited yet) but not committed when the
-    waiter registers: the waiter waits for it to commit, then sees the end (no NOTIFY
-    needed). Before, it saw the job still waiting and no NOTIFY ever came."""
+    waiter registers: the waiter's look at the job waits for it to commit, then sees the
+    end (no NOTIFY needed). Before, it saw the job still waiting and no NOTIFY ever came."""
     async with pg.transaction():
         assert await pg.fetchval(f"SELECT {schema}.cancel($1)", later) == "pending"
         raised: list[BaseException] = []
@@ -223,12 +223,8 @@ async def test_a_job_ending_while_its_waiter_registers_is_not_missed(
                     raised.append(exc)
 
             tg.start_soon(wait)
-            # The waiter is held on the lock the ending transaction shares.
-            await _until(
-                pg,
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-                1,
-            )
+            # The waiter's look at the job waits for the ending transaction (its row lock).
+            await _until(pg, "SELECT count(*) FROM pg_locks WHERE NOT granted", 1)
             t0 = anyio.current_time()
             await pg.execute("COMMIT; BEGIN")  # commit the cancel; the block's own ends later
         assert anyio.current_time() - t0 < 5  # not the 20 s timeout, nor the 30 s re-check

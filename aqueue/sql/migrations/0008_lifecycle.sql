@@ -27,11 +27,9 @@ CREATE INDEX awaited_job_idx ON {schema}.awaited (job_id);
 -- Tell the waiters of any of ids (jobs that just ended) that they ended: one NOTIFY with the
 -- awaited ids ('*' when they do not fit a payload). An index probe on a table that is
 -- empty but for waiting calls, so statements that end jobs call it on every batch. Returns
--- how many of ids are awaited. It holds a shared advisory lock until its transaction ends,
--- and a waiter registers under the exclusive one (await_job.sql): a waiter registered while
--- an ending transaction was in flight would see neither that end (not committed yet) nor
--- its NOTIFY (the awaited row was not there yet); with the lock it waits for that
--- transaction to commit, and then sees the end.
+-- how many of ids are awaited. (A waiter registered after this read, while the ending
+-- transaction is still in flight, gets no NOTIFY from it: job_end below waits for that
+-- transaction instead.)
 CREATE FUNCTION {schema}.ended(ids bigint[])
 RETURNS int
 LANGUAGE plpgsql
@@ -44,7 +42,6 @@ BEGIN
     IF coalesce(cardinality(ids), 0) = 0 THEN
         RETURN 0;
     END IF;
-    PERFORM pg_advisory_xact_lock_shared(hashtext('aqueue.ended'), hashtext('{schema}'));
     SELECT string_agg(DISTINCT a.job_id::text, ' '), count(DISTINCT a.job_id)
     INTO found_ids, n
     FROM {schema}.awaited AS a WHERE a.job_id = ANY(ids);
@@ -53,6 +50,27 @@ BEGIN
                           CASE WHEN length(found_ids) > 7000 THEN '*' ELSE found_ids END);
     END IF;
     RETURN n;
+END
+$$;
+
+-- How job job_id stands, for a waiter (App.result) that has registered in awaited: its
+-- state, job type, result and failure_info (no row: no such job). First it waits for any
+-- transaction moving the job right now (a key-share lock on its row, in whichever table of
+-- waiting and running jobs holds it): such a transaction may have looked at awaited before
+-- the waiter registered, so its NOTIFY would not come; once it has committed, the read below
+-- (a statement of its own, with a fresh snapshot) sees where it put the job. Ending
+-- statements pay nothing for this.
+CREATE FUNCTION {schema}.job_end(job_id bigint)
+RETURNS TABLE (state text, job_type text, result bytea, failure_info text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM FROM {schema}.jobs_ready AS r WHERE r.id = job_end.job_id FOR KEY SHARE;
+    PERFORM FROM {schema}.jobs_delayed AS d WHERE d.id = job_end.job_id FOR KEY SHARE;
+    PERFORM FROM {schema}.jobs_running AS u WHERE u.id = job_end.job_id FOR KEY SHARE;
+    RETURN QUERY
+    SELECT j.state::text, j.job_type, j.result, j.failure_info
+    FROM {schema}.background_jobs AS j WHERE j.id = job_end.job_id;
 END
 $$;
 

@@ -39,7 +39,8 @@ DECLARE
     found_ids text;
     n int;
 BEGIN
-    IF coalesce(cardinality(ids), 0) = 0 THEN
+    -- Nobody waits (the usual case): one probe, not one per id.
+    IF coalesce(cardinality(ids), 0) = 0 OR NOT EXISTS (SELECT FROM {schema}.awaited) THEN
         RETURN 0;
     END IF;
     SELECT string_agg(DISTINCT a.job_id::text, ' '), count(DISTINCT a.job_id)
@@ -109,7 +110,9 @@ BEGIN
           AND u.job_type = g.job_type AND u.key = g.unique_key AND u.job_id = g.id
     )
     SELECT coalesce(array_agg(added.id), '{}') INTO moved FROM added;
-    PERFORM {schema}.ended(moved);
+    IF EXISTS (SELECT FROM {schema}.awaited) THEN  -- the usual case: nobody waits
+        PERFORM {schema}.ended(moved);
+    END IF;
     RETURN QUERY SELECT unnest(moved);
     IF cardinality(moved) < cardinality(ids) THEN
         -- A reply lost with its connection: the attempts it completed are in the ring.

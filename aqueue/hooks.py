@@ -65,19 +65,18 @@ class Hooks:
     def __init__(self) -> None:
         self.middleware: list[Middleware] = []
         self.on: dict[str, list[Hook]] = {kind: [] for kind in KINDS}
-
-    @property
-    def any(self) -> bool:
-        """Whether anything is registered (the executor's fast path when not)."""
-        return bool(self.middleware) or any(self.on.values())
+        # Whether anything is registered: read per attempt, so kept rather than computed.
+        self.any = False
 
     def add_middleware(self, middleware: Middleware) -> None:
         _check_async(middleware, "middleware", 2)
         self.middleware.append(middleware)
+        self.any = True
 
     def add(self, kind: str, hook: Hook) -> None:
         _check_async(hook, f"on_job_{kind} hook", 1)
         self.on[kind].append(hook)
+        self.any = True
 
 
 def _check_async(function: object, what: str, arguments: int) -> None:

@@ -692,6 +692,18 @@ def _sqlstate(exc: BaseException | None) -> str | None:
     return None
 
 
+async def _first_set(*events: anyio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def until(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(until, event)
+
+
 def _results(results: Sequence[bytes | None] | None) -> list[bytes | None] | None:
     """The results parameter: NULL when no attempt returned one (the usual case)."""
     if results is None or all(r is None for r in results):
@@ -749,14 +761,7 @@ class Awaiting:
 
     async def wait(self) -> None:
         """Return once notified; :class:`DatabaseError` when the connection is lost."""
-        async with anyio.create_task_group() as tg:
-
-            async def until(event: anyio.Event) -> None:
-                await event.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(until, self._ended)
-            tg.start_soon(until, self.lost)
+        await _first_set(self._ended, self.lost)
         if self.lost.is_set() and not self._ended.is_set():
             raise DatabaseError("result", "the connection waiting for the job's end was lost")
 
@@ -814,14 +819,7 @@ class Listening:
 
     async def wait_for_trouble(self) -> None:
         """Return when the connection is lost or a heartbeat on it has failed."""
-        async with anyio.create_task_group() as tg:
-
-            async def wait(event: anyio.Event) -> None:
-                await event.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(wait, self.lost)
-            tg.start_soon(wait, self._trouble)
+        await _first_set(self.lost, self._trouble)
 
     async def ping(self, timeout_s: float) -> None:
         """Raise :class:`DatabaseError` unless the connection answers within ``timeout_s``
